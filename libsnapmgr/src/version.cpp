@@ -1,0 +1,10 @@
+#include "snapmgr/version.hpp"
+
+namespace snapmgr {
+
+std::string_view version() noexcept
+{
+	return SNAPMGR_VERSION;
+}
+
+} // namespace snapmgr
