@@ -2,11 +2,15 @@
 /*
  * dm-cowfile: change-block tracking and snapshots into a pinned store file.
  *
- * Module glue: registers the "cowfile" and "cowfile-snap" targets.
+ * Module glue: registers the "cowfile" and "cowfile-snap" targets and
+ * instantiates the tracepoints.
  */
 #include <linux/module.h>
 
 #include "cowfile.h"
+
+#define CREATE_TRACE_POINTS
+#include "trace.h"
 
 static int __init dm_cowfile_init(void)
 {

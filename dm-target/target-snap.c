@@ -1,15 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The "cowfile-snap" target: the read-only image of a held snapshot.
- * Skeleton: a read-only view of the origin until snapshots land.
+ * The "cowfile-snap" target: the read-only image of the snapshot held by
+ * the cowfile device over the same origin. A chunk copied since the
+ * snapshot is read from its store slot, any other from the origin; the
+ * store's own sectors read as zeros.
+ *
+ *   cowfile-snap <origin_dev>
  */
 #include <linux/module.h>
 #include <linux/bio.h>
+#include <linux/highmem.h>
 
 #include "cowfile.h"
 
 struct snap_c {
 	struct dm_dev *origin;
+	struct cowfile_volume *volume;
+};
+
+/* Per image read: what end_io must undo or fix up. */
+struct snap_io {
+	int bucket;			/* reads_inflight slot taken, or -1 */
+	bool zero_store;		/* the read covers store sectors */
+	sector_t origin_sector;
+	struct bvec_iter iter;		/* the bio's data, as mapped */
 };
 
 static int snap_ctr(struct dm_target *ti, unsigned int argc, char **argv)
@@ -18,28 +32,57 @@ static int snap_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	int r;
 
 	if (argc != 1) {
-		ti->error = "Invalid argument count: expected <origin_dev>";
+		ti->error = "Invalid argument count: <origin_dev>";
 		return -EINVAL;
+	}
+	if (dm_table_get_mode(ti->table) & COWFILE_MODE_WRITE) {
+		ti->error = "The snapshot image is read-only: load the table with --readonly";
+		return -EROFS;
 	}
 	sc = kzalloc(sizeof(*sc), GFP_KERNEL);
 	if (!sc) {
 		ti->error = "Cannot allocate context";
 		return -ENOMEM;
 	}
-	r = dm_get_device(ti, argv[0], FMODE_READ, &sc->origin);
+	r = dm_get_device(ti, argv[0], COWFILE_MODE_READ, &sc->origin);
 	if (r) {
 		ti->error = "Cannot open origin device";
-		kfree(sc);
-		return r;
+		goto bad;
+	}
+	sc->volume = volume_get_image(sc->origin->bdev->bd_dev, &ti->error);
+	if (IS_ERR(sc->volume)) {
+		r = PTR_ERR(sc->volume);
+		goto bad_origin;
+	}
+	if (ti->begin || ti->len != sc->volume->origin_sectors) {
+		ti->error = "The image must start at 0 and be as long as the origin";
+		r = -EINVAL;
+		goto bad_volume;
+	}
+	r = dm_set_target_max_io_len(ti, sc->volume->chunk_sectors);
+	if (r) {
+		ti->error = "Cannot set the chunk size as maximum I/O";
+		goto bad_volume;
 	}
 	ti->private = sc;
+	ti->num_flush_bios = 1;
+	ti->per_io_data_size = sizeof(struct snap_io);
 	return 0;
+
+bad_volume:
+	volume_put_image(sc->volume);
+bad_origin:
+	dm_put_device(ti, sc->origin);
+bad:
+	kfree(sc);
+	return r;
 }
 
 static void snap_dtr(struct dm_target *ti)
 {
 	struct snap_c *sc = ti->private;
 
+	volume_put_image(sc->volume);
 	dm_put_device(ti, sc->origin);
 	kfree(sc);
 }
@@ -47,12 +90,115 @@ static void snap_dtr(struct dm_target *ti)
 static int snap_map(struct dm_target *ti, struct bio *bio)
 {
 	struct snap_c *sc = ti->private;
+	struct cowfile_volume *v = sc->volume;
+	struct snap_io *io = dm_per_bio_data(bio, sizeof(struct snap_io));
+	sector_t sector;
+	u64 chunk;
 
-	if (bio_data_dir(bio) == WRITE)
+	io->bucket = -1;
+	io->zero_store = false;
+	if (bio_op(bio) != REQ_OP_READ && bio_sectors(bio))
 		return DM_MAPIO_KILL;
-	bio_set_dev(bio, sc->origin->bdev);
-	bio->bi_iter.bi_sector = dm_target_offset(ti, bio->bi_iter.bi_sector);
+	bio_set_dev(bio, v->origin_bdev);
+	if (!bio_sectors(bio))
+		return DM_MAPIO_REMAPPED;	/* a flush */
+	if (READ_ONCE(v->snap_state) != COWFILE_SNAP_ACTIVE)
+		return DM_MAPIO_KILL;
+
+	sector = dm_target_offset(ti, bio->bi_iter.bi_sector);
+	bio->bi_iter.bi_sector = sector;
+	if (v->store_on_origin &&
+	    store_ranges_overlap(v->store_ranges, v->store.nr_extents,
+				 sector, bio_sectors(bio))) {
+		io->zero_store = true;
+		io->origin_sector = sector;
+		io->iter = bio->bi_iter;
+	}
+
+	chunk = chunk_of(v, sector);
+	if (test_bit(chunk, v->marked)) {
+		cow_defer_read(v, bio);
+		return DM_MAPIO_SUBMITTED;
+	}
+	/* Pairs with the write worker: set marked, then wait for no readers. */
+	io->bucket = read_bucket(chunk);
+	atomic_inc(&v->reads_inflight[io->bucket]);
+	smp_mb__after_atomic();
+	if (test_bit(chunk, v->marked)) {
+		if (atomic_dec_and_test(&v->reads_inflight[io->bucket]))
+			wake_up(&v->reads_wait);
+		io->bucket = -1;
+		cow_defer_read(v, bio);
+		return DM_MAPIO_SUBMITTED;
+	}
 	return DM_MAPIO_REMAPPED;
+}
+
+/* Zeroes the parts of a completed image read that fall on store sectors. */
+static void zero_store_sectors(struct cowfile_volume *v, struct bio *bio,
+			       struct snap_io *io)
+{
+	sector_t sector = io->origin_sector;
+	struct bvec_iter iter;
+	struct bio_vec bv;
+
+	__bio_for_each_segment(bv, bio, iter, io->iter) {
+		unsigned int off;
+
+		for (off = 0; off < bv.bv_len; off += SECTOR_SIZE, sector++) {
+			if (store_ranges_overlap(v->store_ranges, v->store.nr_extents,
+						 sector, 1))
+				memzero_page(bv.bv_page, bv.bv_offset + off,
+					     min_t(unsigned int, SECTOR_SIZE, bv.bv_len - off));
+		}
+	}
+}
+
+static int snap_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error)
+{
+	struct snap_c *sc = ti->private;
+	struct cowfile_volume *v = sc->volume;
+	struct snap_io *io = dm_per_bio_data(bio, sizeof(struct snap_io));
+
+	if (io->zero_store && !*error)
+		zero_store_sectors(v, bio, io);
+	if (io->bucket >= 0 &&
+	    atomic_dec_and_test(&v->reads_inflight[io->bucket]))
+		wake_up(&v->reads_wait);
+	io->bucket = -1;
+	return DM_ENDIO_DONE;
+}
+
+static void snap_status(struct dm_target *ti, status_type_t type,
+			unsigned int status_flags, char *result, unsigned int maxlen)
+{
+	struct snap_c *sc = ti->private;
+	struct cowfile_volume *v = sc->volume;
+	unsigned int sz = 0;
+
+	switch (type) {
+	case STATUSTYPE_INFO:
+		mutex_lock(&v->state_lock);
+		DMEMIT("%s %llu %s",
+		       v->snap_state == COWFILE_SNAP_ACTIVE ? "active" :
+		       v->snap_state == COWFILE_SNAP_INVALID ? "invalid" : "none",
+		       (unsigned long long)v->snap_epoch,
+		       volume_invalid_reason(v->invalid_reason));
+		mutex_unlock(&v->state_lock);
+		break;
+	case STATUSTYPE_TABLE:
+		DMEMIT("%s", sc->origin->name);
+		break;
+#ifdef COWFILE_HAVE_STATUSTYPE_IMA
+	case STATUSTYPE_IMA:
+		DMEMIT("target_name=%s,target_version=%u.%u.%u,origin=%s;",
+		       ti->type->name, ti->type->version[0], ti->type->version[1],
+		       ti->type->version[2], sc->origin->name);
+		break;
+#endif
+	default:
+		break;
+	}
 }
 
 static int snap_iterate_devices(struct dm_target *ti,
@@ -64,12 +210,14 @@ static int snap_iterate_devices(struct dm_target *ti,
 }
 
 static struct target_type snap_target = {
-	.name = "cowfile-snap",
-	.version = {0, 1, 0},
+	.name = COWFILE_SNAP_TARGET_NAME,
+	.version = {1, 0, 0},
 	.module = THIS_MODULE,
 	.ctr = snap_ctr,
 	.dtr = snap_dtr,
 	.map = snap_map,
+	.end_io = snap_end_io,
+	.status = snap_status,
 	.iterate_devices = snap_iterate_devices,
 };
 

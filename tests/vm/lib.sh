@@ -40,7 +40,9 @@ _run_cleanups() {
 trap _run_cleanups EXIT
 
 load_modules() {
-	modprobe dm-mod
+	local deps
+	deps=$(modinfo -F depends "$COWFILE_KO" | tr , ' ')
+	modprobe -a dm-mod $deps
 	insmod "$COWFILE_KO"
 	on_exit "rmmod dm_cowfile"
 }

@@ -1,7 +1,7 @@
 # The module loads, shows up, and unloads without leaving anything behind.
 . "$(dirname "$0")/../lib.sh"
 
-modprobe dm-mod
+modprobe -a dm-mod $(modinfo -F depends "$COWFILE_KO" | tr , ' ')
 insmod "$COWFILE_KO"
 grep -q '^dm_cowfile ' /proc/modules || fail "dm_cowfile not in /proc/modules"
 echo "ok: dm_cowfile loaded"

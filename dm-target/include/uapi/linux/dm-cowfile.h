@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note) OR MIT */
+/*
+ * dm-cowfile store format and target grammar, shared by the kernel module
+ * and libsnapmgr. Everything on disk is little-endian, fixed width.
+ *
+ * A store is a preallocated, pinned file. Its bytes are addressed as
+ * *logical blocks* of COWFILE_BLOCK_SIZE; the extent table maps them to
+ * sectors of the store device (the device the kernel reads and writes;
+ * the origin itself when the store lives on the tracked filesystem).
+ *
+ *   logical block 0                    superblock
+ *   1 .. extent_table_blocks           extent table
+ *   map_start .. +map_blocks           chunk map: per origin chunk, the last
+ *                                      epoch it was written in and its
+ *                                      snapshot copy slot
+ *   data_start .. store_blocks-1       data area: snapshot copies, one
+ *                                      chunk per slot, each slot physically
+ *                                      contiguous (slots never straddle
+ *                                      an extent)
+ *
+ * Every metadata block starts with struct cowfile_block_header: magic,
+ * crc32c, its own logical block number and the store UUID, so a block that
+ * is stale, moved, foreign or torn is detected instead of trusted.
+ */
+#ifndef _UAPI_LINUX_DM_COWFILE_H
+#define _UAPI_LINUX_DM_COWFILE_H
+
+#ifdef __KERNEL__
+#include <linux/types.h>
+#else
+#include <stdint.h>
+typedef uint8_t __u8;
+typedef uint32_t __le32;
+typedef uint64_t __le64;
+#endif
+
+#define COWFILE_FORMAT_VERSION		1
+#define COWFILE_BLOCK_SIZE		4096
+#define COWFILE_BLOCK_SECTORS		(COWFILE_BLOCK_SIZE >> 9)
+
+#define COWFILE_SB_MAGIC		0x53464f43u	/* "COFS" */
+#define COWFILE_EXTENT_MAGIC		0x58464f43u	/* "COFX" */
+#define COWFILE_MAP_MAGIC		0x4d464f43u	/* "COFM" */
+
+/* Chunk size limits, in 512-byte sectors (power of two). */
+#define COWFILE_MIN_CHUNK_SECTORS	8		/* 4 KiB */
+#define COWFILE_MAX_CHUNK_SECTORS	2048		/* 1 MiB */
+#define COWFILE_DEFAULT_CHUNK_SECTORS	128		/* 64 KiB */
+
+/*
+ * The checksum covers the whole block except the magic and the checksum
+ * itself: csum = crc32c(bytes 8 .. 4095), standard CRC-32C (initial value
+ * and final xor 0xffffffff).
+ */
+#define COWFILE_CSUM_OFFSET		8
+
+struct cowfile_block_header {
+	__le32 magic;
+	__le32 csum;
+	__le64 blocknr;		/* logical block number of this block */
+	__u8 store_uuid[16];
+};
+
+/* Superblock flags */
+#define COWFILE_SB_CLEAN		(1u << 0) /* unloaded cleanly */
+#define COWFILE_SB_TRACKING_LOST	(1u << 1) /* a change may have been missed:
+						   * the next load starts a new
+						   * generation */
+
+/* Snapshot states */
+#define COWFILE_SNAP_NONE		0
+#define COWFILE_SNAP_ACTIVE		1
+#define COWFILE_SNAP_INVALID		2
+
+/* Why a snapshot became invalid */
+#define COWFILE_INVALID_NONE		0
+#define COWFILE_INVALID_STORE_FULL	1
+#define COWFILE_INVALID_STORE_IO	2
+#define COWFILE_INVALID_METADATA	3
+#define COWFILE_INVALID_ORIGIN_IO	4
+
+struct cowfile_superblock {
+	struct cowfile_block_header hdr;	/* magic COWFILE_SB_MAGIC, blocknr 0 */
+	__le32 version;			/* COWFILE_FORMAT_VERSION */
+	__le32 flags;			/* COWFILE_SB_* */
+	__le32 block_size;		/* COWFILE_BLOCK_SIZE */
+	__le32 chunk_sectors;		/* power of two */
+	__le64 origin_sectors;		/* size of the origin this store tracks */
+	__le64 sb_sector;		/* where this superblock lives on the store device */
+
+	/* Change tracking */
+	__u8 generation_uuid[16];	/* changes a new generation: full backup */
+	__le64 epoch;			/* the open epoch; writes are marked with it */
+	__le64 generation_epoch;	/* first epoch of this generation */
+
+	/* Layout, in logical blocks */
+	__le64 store_blocks;		/* logical blocks the extents cover */
+	__le32 nr_extents;		/* entries used in the extent table */
+	__le32 extent_table_blocks;	/* capacity of the table, blocks 1..n */
+	__le64 map_start;
+	__le64 map_blocks;
+	__le64 data_start;
+
+	/* Snapshot */
+	__le32 snap_state;		/* COWFILE_SNAP_* */
+	__le32 snap_invalid_reason;	/* COWFILE_INVALID_* */
+	__le64 snap_epoch;		/* epoch the held snapshot closed */
+	__le64 data_slots_used;		/* copy slots handed out since the snapshot */
+
+	__le64 reserved[8];
+
+	/* Store device sector of each extent table block, in order. */
+	__le64 extent_table_sectors[];
+};
+
+#define COWFILE_SB_FIXED_SIZE		((unsigned int)sizeof(struct cowfile_superblock))
+#define COWFILE_MAX_EXTENT_TABLE_BLOCKS	\
+	((COWFILE_BLOCK_SIZE - COWFILE_SB_FIXED_SIZE) / 8)
+
+/* One store extent: a run of logical blocks, contiguous on the store device. */
+struct cowfile_extent {
+	__le64 sector;			/* first sector on the store device */
+	__le64 blocks;			/* length in logical blocks */
+};
+
+struct cowfile_extent_block {
+	struct cowfile_block_header hdr;	/* magic COWFILE_EXTENT_MAGIC */
+	struct cowfile_extent extents[];
+};
+
+#define COWFILE_EXTENTS_PER_BLOCK	\
+	((COWFILE_BLOCK_SIZE - sizeof(struct cowfile_block_header)) / \
+	 sizeof(struct cowfile_extent))
+
+/*
+ * Chunk map entry. last_epoch is the newest epoch the chunk was written in
+ * (0: never in this store); it is durable before the write is issued, so
+ * "written after epoch E" is exactly last_epoch > E, possibly over-reporting
+ * a write that was marked but never reached the origin.
+ * slot is 1 + the data slot holding the chunk's copy for the held snapshot;
+ * it is meaningful only when last_epoch == snap_epoch + 1 while a snapshot is
+ * held (the chunk was first written after the snapshot, so it was copied).
+ */
+struct cowfile_map_entry {
+	__le32 last_epoch;
+	__le32 slot;
+};
+
+struct cowfile_map_block {
+	struct cowfile_block_header hdr;	/* magic COWFILE_MAP_MAGIC */
+	struct cowfile_map_entry entries[];
+};
+
+#define COWFILE_MAP_ENTRIES_PER_BLOCK	\
+	((COWFILE_BLOCK_SIZE - sizeof(struct cowfile_block_header)) / \
+	 sizeof(struct cowfile_map_entry))
+
+/*
+ * Target grammar
+ *
+ *   cowfile <origin_dev> <store_dev> <sb_sector> [<#feature_args> <arg>...]
+ *     features: low_water <percent>   dm event when the store passes it
+ *
+ *   cowfile-snap <origin_dev>
+ *
+ * Messages to a cowfile device:
+ *   snapshot                  (suspended only) close the epoch, hold a snapshot
+ *   release                   drop the held snapshot (EBUSY while an image exists)
+ *   grow <sector>:<blocks>... append store extents to the data area
+ *   new_generation            start a new generation (next backup is full)
+ */
+#define COWFILE_TARGET_NAME		"cowfile"
+#define COWFILE_SNAP_TARGET_NAME	"cowfile-snap"
+#define COWFILE_MSG_SNAPSHOT		"snapshot"
+#define COWFILE_MSG_RELEASE		"release"
+#define COWFILE_MSG_GROW		"grow"
+#define COWFILE_MSG_NEW_GENERATION	"new_generation"
+#define COWFILE_FEATURE_LOW_WATER	"low_water"
+#define COWFILE_DEFAULT_LOW_WATER	80
+
+#endif /* _UAPI_LINUX_DM_COWFILE_H */
