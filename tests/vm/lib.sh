@@ -67,3 +67,76 @@ fill_random() {
 
 dev_sum() { sha256sum < "$1" | cut -d' ' -f1; }
 dev_sectors() { blockdev --getsz "$1"; }
+
+# ---- cowfile helpers ----
+COWFILE_STORE=${COWFILE_STORE:-$SNAPMGR_BUILD_DIR/tools/cowfile-store/cowfile-store}
+
+# status_field DEV N: field N of the cowfile status INFO line, counted from
+# the first field after the target name (1: mode, 2: generation, 3:
+# generation epoch, 4: epoch, 5: chunk sectors, 6: marked/chunks,
+# 7: slots used/total, 8: snapshot state, 9: snapshot epoch, 10: invalid
+# reason, 11: in-core bytes).
+status_field() {
+	dmsetup status "$1" | awk -v n="$2" '{ print $(3 + n) }'
+}
+
+# new_store FILE SIZE ORIGIN_DEV [CHUNK_SECTORS]: create a store file on a
+# mounted filesystem for ORIGIN_DEV; sets STORE_DEV and SB_SECTOR.
+new_store() {
+	local out chunk=${4:+--chunk-sectors $4}
+	# shellcheck disable=SC2086
+	out=$("$COWFILE_STORE" create "$1" --size "$2" --origin-sectors "$(dev_sectors "$3")" $chunk)
+	read -r STORE_DEV SB_SECTOR <<< "$out"
+	echo "store $1: device $STORE_DEV superblock sector $SB_SECTOR"
+}
+
+# make_tracked_fs FSTYPE VOLUME_SIZE STORE_SIZE [CHUNK_SECTORS]: a loop
+# origin with a filesystem, a store file on that same filesystem, the
+# cowfile device "vol" over it, mounted on /mnt/vol. Sets ORIGIN, VOL,
+# STORE_DEV, SB_SECTOR, MNT.
+make_tracked_fs() {
+	local fstype=$1
+	ORIGIN=$(new_loop "$2")
+	case "$fstype" in
+	ext4) mkfs.ext4 -q -b 4096 "$ORIGIN" ;;
+	xfs) mkfs.xfs -q -f "$ORIGIN" ;;
+	*) fail "unknown filesystem $fstype" ;;
+	esac
+	MNT=/mnt/vol
+	mkdir -p "$MNT"
+	mount "$ORIGIN" "$MNT"
+	new_store "$MNT/.snapstore" "$3" "$ORIGIN" "${4:-}"
+	[ "$STORE_DEV" = "$ORIGIN" ] || fail "store placed on $STORE_DEV, expected $ORIGIN"
+	umount "$MNT"
+	dmsetup create vol --table "0 $(dev_sectors "$ORIGIN") cowfile $ORIGIN $STORE_DEV $SB_SECTOR"
+	on_exit "dmsetup remove vol"
+	VOL=/dev/mapper/vol
+	if [ "$fstype" = xfs ]; then mount -o nouuid "$VOL" "$MNT"; else mount "$VOL" "$MNT"; fi
+	on_exit "umount $MNT"
+}
+
+# snapshot_instant NAME IMAGE_COPY: suspend vol (freezing its filesystem),
+# copy the origin as it is at that instant to IMAGE_COPY, take the snapshot,
+# resume, and create the read-only image device NAME.
+snapshot_instant() {
+	dmsetup suspend vol
+	dd if="$ORIGIN" of="$2" bs=1M iflag=direct status=none
+	dmsetup message vol 0 snapshot
+	dmsetup resume vol
+	dmsetup create --readonly "$1" --table "0 $(dev_sectors "$ORIGIN") cowfile-snap $ORIGIN"
+	on_exit "dmsetup remove $1"
+}
+
+# zero_store_ranges FILE: zero the store's own sectors in a copy of the
+# origin (the image shows them as zeros).
+zero_store_ranges() {
+	"$COWFILE_STORE" dump "$STORE_DEV" "$SB_SECTOR" --json |
+	python3 -c '
+import json, os, sys
+d = json.load(sys.stdin)
+fd = os.open(sys.argv[1], os.O_WRONLY)
+for e in d["extents"]:
+    os.pwrite(fd, bytes(e["blocks"] * 4096), e["sector"] * 512)
+os.close(fd)
+' "$1"
+}

@@ -1,5 +1,5 @@
 # A cowfile device over a loop device reads back the loop device's content
-# bit for bit, and writes through it land on the loop device.
+# bit for bit, and writes through it land on the loop device unchanged.
 . "$(dirname "$0")/../lib.sh"
 
 load_modules
@@ -7,8 +7,14 @@ loop=$(new_loop 64M)
 fill_random "$loop"
 want=$(dev_sum "$loop")
 size=$(dev_sectors "$loop")
+store_disk=$(new_loop 32M)
+mkfs.ext4 -q -b 4096 "$store_disk"
+mkdir -p /mnt/store
+mount "$store_disk" /mnt/store
+on_exit "umount /mnt/store"
+new_store /mnt/store/cf.store 8M "$loop"
 
-dmsetup create cf-test --table "0 $size cowfile $loop"
+dmsetup create cf-test --table "0 $size cowfile $loop $STORE_DEV $SB_SECTOR"
 on_exit "dmsetup remove cf-test"
 expect_eq "$(dev_sectors /dev/mapper/cf-test)" "$size" "wrapper size equals origin size"
 expect_eq "$(dev_sum /dev/mapper/cf-test)" "$want" "wrapper reads the origin's bytes"

@@ -1,0 +1,98 @@
+# Wrong table arguments, missing devices, a superblock with a flipped bit, a
+# store made for another volume, messages in the wrong state: each gets a
+# clear error, creates nothing and changes nothing; the kernel log stays
+# clean (the harness checks it).
+. "$(dirname "$0")/../lib.sh"
+
+load_modules
+ORIGIN=$(new_loop 64M)
+other=$(new_loop 96M)
+store_disk=$(new_loop 32M)
+mkfs.ext4 -q -b 4096 "$store_disk"
+mkdir -p /mnt/store
+mount "$store_disk" /mnt/store
+on_exit "umount /mnt/store"
+new_store /mnt/store/other.store 4M "$other"
+other_sb=$SB_SECTOR
+new_store /mnt/store/vol.store 4M "$ORIGIN"
+size=$(dev_sectors "$ORIGIN")
+
+# refuse NAME ERROR-TEXT TABLE: creating a device with TABLE fails, the
+# kernel says ERROR-TEXT, and no device is left behind.
+refuse() {
+	local name=$1 text=$2
+	shift 2
+	dmesg -C
+	if dmsetup create "$name" --table "$*" > /tmp/refuse.out 2>&1; then
+		dmsetup remove "$name"
+		fail "table accepted: $*"
+	fi
+	dmsetup info "$name" > /dev/null 2>&1 && fail "$name left behind after a refused table"
+	dmesg | grep -q "$text" || { dmesg; fail "kernel did not say '$text' for: $*"; }
+	echo "ok: refused ($text): $*"
+}
+
+refuse bad "Invalid argument count" "0 $size cowfile $ORIGIN"
+refuse bad "Invalid argument count" "0 $size cowfile $ORIGIN $STORE_DEV"
+refuse bad "Invalid store superblock sector" "0 $size cowfile $ORIGIN $STORE_DEV 12x"
+refuse bad "Unknown feature argument" "0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR 1 frobnicate"
+refuse bad "low_water must be" "0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR 2 low_water 0"
+refuse bad "Invalid number of feature" "0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR 3 low_water 5"
+refuse bad "Cannot open origin" "0 $size cowfile /dev/nonexistent $STORE_DEV $SB_SECTOR"
+refuse bad "Cannot open store" "0 $size cowfile $ORIGIN /dev/nonexistent $SB_SECTOR"
+refuse bad "fit the origin" "0 $((size + 8)) cowfile $ORIGIN $STORE_DEV $SB_SECTOR"
+refuse bad "No cowfile store superblock" "0 $size cowfile $ORIGIN $STORE_DEV $((SB_SECTOR + 8))"
+refuse bad "not 4 KiB aligned" "0 $size cowfile $ORIGIN $STORE_DEV $((SB_SECTOR + 1))"
+refuse bad "another size" "0 $size cowfile $ORIGIN $STORE_DEV $other_sb"
+refuse bad "cowfile-snap\|Invalid argument count" "0 $size cowfile-snap"
+refuse bad "No cowfile device over this origin" "0 $size cowfile-snap $ORIGIN"
+
+log "a flipped bit in the superblock"
+dd if="$STORE_DEV" of=/tmp/sb.orig bs=512 skip="$SB_SECTOR" count=8 iflag=direct status=none
+python3 - "$STORE_DEV" "$SB_SECTOR" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+off = int(sys.argv[2]) * 512 + 100
+b = os.pread(fd, 1, off)
+os.pwrite(fd, bytes([b[0] ^ 0x10]), off)
+os.fsync(fd)
+PY
+refuse bad "Store superblock corrupt" "0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR"
+dd if=/tmp/sb.orig of="$STORE_DEV" bs=512 seek="$SB_SECTOR" count=8 oflag=direct conv=notrunc status=none
+expect_eq "$(dd if="$STORE_DEV" bs=512 skip="$SB_SECTOR" count=8 iflag=direct status=none | sha256sum)" \
+	"$(sha256sum < /tmp/sb.orig)" "superblock untouched by the refused load"
+
+log "the good table loads"
+dmsetup create vol --table "0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR"
+on_exit "dmsetup remove vol"
+status0=$(dmsetup status vol)
+echo "status: $status0"
+
+refuse bad2 "Store is in use by another cowfile device" "0 $(dev_sectors "$other") cowfile $other $STORE_DEV $SB_SECTOR"
+refuse bad2 "Origin is tracked with another store" "0 $size cowfile $ORIGIN $STORE_DEV $other_sb"
+refuse snap "No snapshot held" "0 $size cowfile-snap $ORIGIN"
+
+log "messages in the wrong state"
+expect_fail "snapshot while not suspended" dmsetup message vol 0 snapshot
+expect_fail "new_generation while not suspended" dmsetup message vol 0 new_generation
+expect_fail "release with no snapshot" dmsetup message vol 0 release
+expect_fail "unknown message" dmsetup message vol 0 frobnicate
+expect_fail "snapshot with an argument" dmsetup message vol 0 snapshot now
+expect_fail "grow without extents" dmsetup message vol 0 grow
+expect_fail "grow with a malformed extent" dmsetup message vol 0 grow 12
+expect_fail "grow beyond the device" dmsetup message vol 0 grow 99999999999:8
+expect_fail "grow unaligned" dmsetup message vol 0 grow 9:8
+expect_eq "$(dmsetup status vol)" "$status0" "status unchanged by refused messages"
+
+dmsetup suspend vol
+dmsetup message vol 0 snapshot
+expect_fail "second snapshot while one is held" dmsetup message vol 0 snapshot
+dmsetup resume vol
+refuse snaprw "read-only" "0 $size cowfile-snap $ORIGIN"
+dmsetup create --readonly vol-snap --table "0 $size cowfile-snap $ORIGIN"
+expect_fail "write to the image" dd if=/dev/zero of=/dev/mapper/vol-snap bs=4k count=1 oflag=direct
+expect_fail "release while the image exists" dmsetup message vol 0 release
+expect_eq "$(status_field vol 8)" active "snapshot still held"
+dmsetup remove vol-snap
+dmsetup message vol 0 release
+expect_eq "$(status_field vol 8)" none "released"

@@ -1,0 +1,4 @@
+# ext4 on the cowfile device, store file on that filesystem.
+. "$(dirname "$0")/../lib.sh"
+FSTYPE=ext4
+. "$(dirname "$0")/../cases/snapshot_image.sh"
