@@ -223,7 +223,7 @@ static int read_extent_table(struct cowfile_store *s, void *buf, char **error)
 		return -EINVAL;
 	}
 	/* The table must describe where the superblock and itself live. */
-	for (i = 0; i <= blocks; i++) {
+	for (i = 0; i <= s->table_blocks; i++) {
 		sector_t where;
 		sector_t want = i ? le64_to_cpu(sb->extent_table_sectors[i - 1]) :
 				    s->sb_sector;
@@ -340,7 +340,7 @@ int store_open(struct cowfile_store *s, struct block_device *bdev,
 		*error = "Cannot allocate slot table";
 		goto out;
 	}
-	s->bufio = cowfile_bufio_create(bdev, COWFILE_BLOCK_SIZE, 1,
+	s->bufio = cowfile_bufio_create(bdev, COWFILE_BLOCK_SIZE, 4,
 					sizeof(struct map_buffer_aux),
 					map_alloc_cb, map_write_cb);
 	if (IS_ERR(s->bufio)) {

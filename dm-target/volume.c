@@ -206,8 +206,7 @@ int volume_new_generation(struct cowfile_volume *v)
 		v->epoch = old_epoch;
 		v->generation_epoch = old_generation_epoch;
 		v->mode = old_mode;
-		/* Marks were dropped: every chunk counts as written. */
-		bitmap_zero(v->marked, v->nr_chunks);
+		/* The marks are gone: chunks get marked again on their next write. */
 		goto out;
 	}
 	DMINFO("new generation %pUb from epoch %llu", &v->generation,
