@@ -12,6 +12,7 @@
 #include <linux/device-mapper.h>
 #include <linux/dm-bufio.h>
 #include <linux/fs.h>
+#include <linux/highmem.h>
 
 /* blk_opf_t appeared in 6.0; before, operations and flags were an int. */
 #if LINUX_VERSION_CODE < KERNEL_VERSION(6, 0, 0)
@@ -55,6 +56,25 @@ static inline struct bio *cowfile_bio_alloc(struct block_device *bdev,
 #define cowfile_submit_remapped(bio)	submit_bio_noacct(bio)
 #endif
 
+/* bdev_nr_sectors() came in 5.11; before, the size lived in the bdev inode. */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(5, 11, 0)
+static inline sector_t bdev_nr_sectors(struct block_device *bdev)
+{
+	return i_size_read(bdev->bd_inode) >> SECTOR_SHIFT;
+}
+#endif
+
+/* memzero_page() came in 5.12. */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(5, 12, 0)
+static inline void memzero_page(struct page *page, size_t offset, size_t len)
+{
+	char *addr = kmap_atomic(page);
+
+	memset(addr + offset, 0, len);
+	kunmap_atomic(addr);
+}
+#endif
+
 /* Opening a device read-only for dm_get_device(). */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
 #define COWFILE_MODE_READ	BLK_OPEN_READ
@@ -68,8 +88,6 @@ static inline struct bio *cowfile_bio_alloc(struct block_device *bdev,
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 15, 0)
 #define COWFILE_HAVE_STATUSTYPE_IMA 1
 #endif
-
-#endif /* DM_COWFILE_COMPAT_H */
 
 /*
  * The store may live on a filesystem mounted from another device, which
@@ -151,3 +169,5 @@ static inline void cowfile_close_shared(struct cowfile_shared_bdev *s)
 #endif
 	s->bdev = NULL;
 }
+
+#endif /* DM_COWFILE_COMPAT_H */
