@@ -157,6 +157,8 @@ if [ ! -e "$root.new/boot/vmlinuz-$release" ] && [ -e "$root.new/lib/modules/$re
 	ln -s "../lib/modules/$release/vmlinuz" "$root.new/boot/vmlinuz-$release"
 fi
 [ -e "$root.new/boot/vmlinuz-$release" ] || { log "no vmlinuz-$release in $image"; exit 1; }
+# The packages leave modules.dep to their postinst; the VM's modprobe needs it.
+depmod -b "$root.new" "$release"
 rm -rf "$root"
 mv "$root.new" "$root"
 rm -f "$aptdir"/debs/*.deb
