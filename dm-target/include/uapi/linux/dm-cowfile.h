@@ -25,14 +25,12 @@
 #ifndef _UAPI_LINUX_DM_COWFILE_H
 #define _UAPI_LINUX_DM_COWFILE_H
 
-#ifdef __KERNEL__
+/*
+ * As every uapi header: <linux/types.h> gives __u8/__le32/__le64 in both
+ * the kernel and user space. Typedefs of our own would clash with it in any
+ * program that also includes <linux/fs.h> or <linux/fiemap.h>.
+ */
 #include <linux/types.h>
-#else
-#include <stdint.h>
-typedef uint8_t __u8;
-typedef uint32_t __le32;
-typedef uint64_t __le64;
-#endif
 
 #define COWFILE_FORMAT_VERSION		1
 #define COWFILE_BLOCK_SIZE		4096
