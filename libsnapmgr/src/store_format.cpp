@@ -199,7 +199,8 @@ StoreLayout compute_layout(std::uint64_t store_blocks, std::uint32_t chunk_secto
 	if (layout.data_start > store_blocks)
 		throw StoreError("store size", ENOSPC,
 				 fmt::format("a store of {} bytes cannot hold its own metadata "
-					     "({} bytes for this origin and chunk size)",
+					     "({} bytes for this origin and chunk size); make the "
+					     "store larger or the chunk size bigger",
 					     store_blocks * store_block_size,
 					     layout.data_start * store_block_size));
 	return layout;
