@@ -17,13 +17,13 @@ other_sb=$SB_SECTOR
 new_store /mnt/store/vol.store 4M "$ORIGIN"
 size=$(dev_sectors "$ORIGIN")
 
-# refuse NAME ERROR-TEXT TABLE: creating a device with TABLE fails, the
-# kernel says ERROR-TEXT, and no device is left behind.
+# [ro=--readonly] refuse NAME ERROR-TEXT TABLE: creating a device with TABLE
+# fails, the kernel says ERROR-TEXT, and no device is left behind.
 refuse() {
 	local name=$1 text=$2
 	shift 2
 	dmesg -C
-	if dmsetup create "$name" --table "$*" > /tmp/refuse.out 2>&1; then
+	if dmsetup create ${ro:-} "$name" --table "$*" > /tmp/refuse.out 2>&1; then
 		dmsetup remove "$name"
 		fail "table accepted: $*"
 	fi
@@ -44,8 +44,8 @@ refuse bad "fit the origin" "0 $((size + 8)) cowfile $ORIGIN $STORE_DEV $SB_SECT
 refuse bad "No cowfile store superblock" "0 $size cowfile $ORIGIN $STORE_DEV $((SB_SECTOR + 8))"
 refuse bad "not 4 KiB aligned" "0 $size cowfile $ORIGIN $STORE_DEV $((SB_SECTOR + 1))"
 refuse bad "another size" "0 $size cowfile $ORIGIN $STORE_DEV $other_sb"
-refuse bad "cowfile-snap\|Invalid argument count" "0 $size cowfile-snap"
-refuse bad "No cowfile device over this origin" "0 $size cowfile-snap $ORIGIN"
+ro=--readonly refuse bad "Invalid argument count" "0 $size cowfile-snap"
+ro=--readonly refuse bad "No cowfile device over this origin" "0 $size cowfile-snap $ORIGIN"
 
 log "a flipped bit in the superblock"
 dd if="$STORE_DEV" of=/tmp/sb.orig bs=512 skip="$SB_SECTOR" count=8 iflag=direct status=none
@@ -70,7 +70,7 @@ echo "status: $status0"
 
 refuse bad2 "Store is in use by another cowfile device" "0 $(dev_sectors "$other") cowfile $other $STORE_DEV $SB_SECTOR"
 refuse bad2 "Origin is tracked with another store" "0 $size cowfile $ORIGIN $STORE_DEV $other_sb"
-refuse snap "No snapshot held" "0 $size cowfile-snap $ORIGIN"
+ro=--readonly refuse snap "No snapshot held" "0 $size cowfile-snap $ORIGIN"
 
 log "messages in the wrong state"
 expect_fail "snapshot while not suspended" dmsetup message vol 0 snapshot
