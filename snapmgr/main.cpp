@@ -1,13 +1,105 @@
-#include <CLI/CLI.hpp>
-#include <fmt/core.h>
+// snapmgr: live snapshots and changed-block tracking. A thin layer over
+// libsnapmgr: parse, call, print.
+#include <cerrno>
+#include <cstdio>
+#include <iostream>
 
+#include "command.hpp"
+#include "snapmgr/error.hpp"
 #include "snapmgr/version.hpp"
+
+namespace snapmgr::cli {
+
+Logger Context::logger() const
+{
+	if (!verbose)
+		return {};
+	return [](std::string_view text) { fmt::print(stderr, "snapmgr: {}\n", text); };
+}
+
+void Context::print_json(const json &value) const { fmt::print("{}\n", value.dump(2)); }
+
+std::uint64_t parse_size(const std::string &text, const std::string &option)
+{
+	std::size_t end = 0;
+	std::uint64_t value = 0;
+	try {
+		value = std::stoull(text, &end);
+	} catch (const std::exception &) {
+		end = 0;
+	}
+	if (end == 0 || text[0] == '-')
+		throw UsageError(option, EINVAL, fmt::format("{}: '{}' is not a size", option, text));
+	std::string suffix = text.substr(end);
+	for (char &c : suffix)
+		c = char(std::tolower(static_cast<unsigned char>(c)));
+	if (suffix.ends_with("ib"))
+		suffix.resize(suffix.size() - 2);
+	else if (suffix.size() > 1 && suffix.ends_with("b"))
+		suffix.resize(suffix.size() - 1);
+	static const std::string units = "bkmgt";
+	auto unit = suffix.empty() ? 0 : units.find(suffix);
+	if (suffix.size() > 1 || unit == std::string::npos)
+		throw UsageError(option, EINVAL,
+				 fmt::format("{}: unknown unit in '{}' (use K, M, G or T)", option, text));
+	unsigned shift = unsigned(unit) * 10;
+	if (shift && value > (UINT64_MAX >> shift))
+		throw UsageError(option, ERANGE, fmt::format("{}: '{}' is too large", option, text));
+	return value << shift;
+}
+
+std::string format_size(std::uint64_t bytes, char unit)
+{
+	static const std::string units = "bkmgt";
+	auto u = units.find(unit);
+	if (u != std::string::npos)
+		return fmt::format("{}{}", bytes >> (10 * u), u ? std::string(1, unit) : "");
+	double v = double(bytes);
+	std::size_t i = 0;
+	while (v >= 1024 && i + 1 < units.size()) {
+		v /= 1024;
+		i++;
+	}
+	return i ? fmt::format("{:.2f}{}", v, units[i]) : fmt::format("{}b", bytes);
+}
+
+} // namespace snapmgr::cli
 
 int main(int argc, char **argv)
 {
-	CLI::App app{"snapmgr: live snapshots and changed-block tracking"};
+	using namespace snapmgr::cli;
+	CLI::App app{"snapmgr: live snapshots and changed-block tracking (see snapmgr(8))"};
 	app.set_version_flag("--version", std::string(snapmgr::version()));
-	app.require_subcommand(0);
-	CLI11_PARSE(app, argc, argv);
-	return 0;
+	app.require_subcommand(1);
+	Context ctx;
+	app.add_flag("--json", ctx.as_json, "Report as JSON (stable snake_case keys, sizes in bytes)");
+	app.add_flag("-v,--verbose", ctx.verbose, "Say each step on stderr");
+
+	add_track(app, ctx);
+	add_create(app, ctx);
+	add_untrack(app, ctx);
+	add_reattach(app, ctx);
+	add_snapshot(app, ctx);
+	add_release(app, ctx);
+	add_reset(app, ctx);
+	add_list(app, ctx);
+	add_status(app, ctx);
+	add_changes(app, ctx);
+	add_backup(app, ctx);
+
+	try {
+		app.parse(argc, argv);
+	} catch (const CLI::ParseError &e) {
+		int rc = app.exit(e);
+		return rc == 0 ? exit_ok : exit_usage;
+	}
+	try {
+		return ctx.run ? ctx.run() : exit_ok;
+	} catch (const snapmgr::UsageError &e) {
+		fmt::print(stderr, "snapmgr: {}\n", e.what());
+		return exit_usage;
+	} catch (const std::exception &e) {
+		fmt::print(stderr, "snapmgr: {}\n", e.what());
+		return exit_failed;
+	}
 }

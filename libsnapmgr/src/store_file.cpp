@@ -24,8 +24,8 @@
 #include <fmt/core.h>
 
 #include "aligned_buffer.hpp"
-#include "dm_tables.hpp"
 #include "file_descriptor.hpp"
+#include "snapmgr/cowfile.hpp"
 #include "snapmgr/error.hpp"
 
 namespace snapmgr {
@@ -530,7 +530,7 @@ void StoreFile::destroy(const std::filesystem::path &path)
 	// puts there next.
 	auto extents = map_extents(fd.get(), name);
 	BlockDeviceId device = device_of(fd.get(), name);
-	auto users = cowfile_devices_using(device.major, device.minor, extents.front().sector);
+	auto users = cowfile_devices_using_store(device.major, device.minor, extents.front().sector);
 	if (!users.empty())
 		throw StoreError(name, EBUSY,
 				 fmt::format("{} is in use by the cowfile device {}; remove that "

@@ -1,0 +1,64 @@
+#pragma once
+
+// What a block device is and who uses it: sysfs for the kernel's view,
+// libblkid for what is on it, /proc for mounts and swap.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace snapmgr {
+
+struct DmIdentity {
+	std::string name;
+	std::string uuid;
+};
+
+struct BlockDevice {
+	std::string path;        // as given, or /dev/<kernel name>
+	std::string kernel_name; // vda1, dm-3, loop0
+	unsigned major = 0;
+	unsigned minor = 0;
+	std::uint64_t size_bytes = 0;
+	unsigned logical_sector_size = 512;
+	unsigned physical_sector_size = 512;
+	bool read_only = false;
+	bool is_partition = false;
+	bool is_virtual = false; // loop, ram, zram, nbd: no hardware behind it
+	std::string fs_type;     // from blkid, empty when none found
+	std::string fs_uuid;
+	std::string fs_label;
+	std::string part_uuid;
+	std::optional<DmIdentity> dm;
+	std::vector<std::string> partitions; // kernel names
+	std::vector<std::string> holders;    // kernel names of devices stacked on it
+	std::vector<std::string> mountpoints;
+	bool is_swap = false;
+	std::uint64_t writes_completed = 0; // since boot, /sys/.../stat
+
+	std::string number() const; // "major:minor"
+	std::uint64_t sectors() const noexcept { return size_bytes / 512; }
+	bool in_use() const noexcept
+	{
+		return !mountpoints.empty() || !holders.empty() || is_swap;
+	}
+};
+
+// Throws DeviceError when path is not a block device.
+BlockDevice probe_device(const std::string &path);
+BlockDevice probe_device(unsigned major, unsigned minor);
+
+// Why a device cannot be tracked (btrfs, zfs, swap, a partitioned disk, a
+// read-only device), or nullopt.
+std::optional<std::string> untrackable_reason(const BlockDevice &device);
+
+// The filesystem's mount point holding path, and its device.
+struct MountedOn {
+	std::string mountpoint;
+	unsigned major = 0;
+	unsigned minor = 0;
+};
+MountedOn mount_of(const std::string &path);
+
+} // namespace snapmgr

@@ -1,0 +1,143 @@
+#pragma once
+
+// Tracked volumes: putting a device under a cowfile wrapper and taking it
+// out again, snapshots, status and changed ranges. Every operation holds the
+// volume's lock (see lock.hpp) and is transactional: when it fails part way
+// it undoes the device-mapper changes it made before it throws.
+//
+// The truth about a volume is the kernel's status and the store superblock;
+// the configuration (config.hpp) only says which device and which store the
+// user chose, so that a boot can attach it again.
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "snapmgr/config.hpp"
+#include "snapmgr/cowfile.hpp"
+#include "snapmgr/store.hpp"
+
+namespace snapmgr {
+
+// Progress and decisions the caller may want to show ("creating vg-lv-real").
+using Logger = std::function<void(std::string_view)>;
+
+struct TrackOptions {
+	std::string device;                        // the volume to track
+	std::string name;                          // empty: derived from the device
+	std::optional<std::filesystem::path> store; // empty: on the volume's filesystem
+	std::uint64_t store_bytes = 0;             // 0: default_store_bytes()
+	std::uint32_t chunk_sectors = COWFILE_DEFAULT_CHUNK_SECTORS;
+	Logger log;
+};
+
+// A tenth of the volume, at least 64 MiB, rounded to 4 KiB.
+std::uint64_t default_store_bytes(std::uint64_t volume_bytes);
+
+enum class TrackOutcome {
+	tracking,        // the wrapper is live now
+	next_boot,       // a mounted plain partition: wrapped at the next boot
+	already_tracking // reattach: nothing to do
+};
+std::string_view to_string(TrackOutcome outcome) noexcept;
+
+struct TrackResult {
+	std::string name;
+	std::string device; // /dev/mapper/<name> when tracking
+	TrackOutcome outcome = TrackOutcome::tracking;
+	VolumeConfig config;
+};
+
+// Puts a volume under tracking: live insertion under a dm volume, an
+// immediate wrapper over an unused device, or for a mounted plain partition
+// the configuration and store now and the wrapper at the next boot.
+TrackResult track(const TrackOptions &options);
+// A new tracked volume over an unused (blank) device, for the user to mkfs
+// and mount. A blank device has no filesystem to hold the store, so
+// options.store must name a file on another mounted filesystem.
+TrackResult create(const TrackOptions &options);
+// Attaches configured volumes that are not attached (at boot). Names empty:
+// every configured volume. A failure of one volume is reported in its
+// result's error and does not stop the others.
+struct ReattachResult {
+	std::string name;
+	std::optional<TrackResult> result;
+	std::string error;
+};
+std::vector<ReattachResult> reattach(const std::vector<std::string> &names, const Logger &log = {});
+
+struct UntrackOptions {
+	bool keep_store = false;
+	Logger log;
+};
+// Restores the device exactly as it was (the original table, or no wrapper)
+// and removes the configuration and, unless kept, the store file. Refuses
+// while a snapshot is held.
+void untrack(const std::string &name, const UntrackOptions &options = {});
+
+struct SnapshotResult {
+	std::string name;
+	std::string image;  // /dev/mapper/<name>-snap
+	std::string generation;
+	std::uint64_t epoch = 0; // the epoch the snapshot closed
+};
+// One instant for all the named volumes: suspend all (freezing their
+// filesystems), snapshot each, resume all, then create the read-only image
+// devices. On any failure every volume is resumed and no snapshot is left.
+std::vector<SnapshotResult> snapshot(const std::vector<std::string> &names, const Logger &log = {});
+// Removes the image device and drops the held snapshot.
+void release(const std::string &name, const Logger &log = {});
+// Starts a new generation (the next backup is full) and resumes tracking
+// after a loss. Refused while a snapshot is held.
+void reset(const std::string &name, const Logger &log = {});
+
+enum class VolumeState {
+	tracking,  // attached, every change recorded
+	lost,      // attached, a change may have been missed: next backup is full
+	next_boot, // configured, not attached yet (mounted plain partition)
+	detached   // configured, not attached, not in use: run reattach
+};
+std::string_view to_string(VolumeState state) noexcept;
+
+struct VolumeStatus {
+	std::string name;
+	VolumeState state = VolumeState::detached;
+	VolumeConfig config;
+	std::string device;   // /dev/mapper/<name> when attached
+	std::string origin;   // the device under the wrapper
+	std::uint64_t size_bytes = 0;
+	std::optional<CowfileStatus> kernel; // when attached
+	std::string image;    // the image device, when it exists
+	std::uint64_t store_bytes = 0;
+	std::uint64_t store_slot_bytes = 0; // copy capacity
+	std::uint64_t store_used_bytes = 0; // used by the held snapshot
+};
+VolumeStatus status(const std::string &name);
+// Every configured volume and every cowfile device, sorted by name.
+std::vector<VolumeStatus> list();
+
+// "GENERATION:EPOCH", the position a backup was taken at.
+struct Position {
+	Uuid generation{};
+	std::uint64_t epoch = 0;
+	std::string to_string() const;
+	// Throws UsageError when text is not "<uuid>:<epoch>".
+	static Position parse(std::string_view text);
+};
+
+struct Changes {
+	std::string name;
+	Position now;              // generation and held snapshot's epoch (or open epoch - 1)
+	std::uint32_t chunk_bytes = 0;
+	std::uint64_t size_bytes = 0;
+	ChangeSet set;
+};
+// Byte ranges written after `since` (or "full" with a reason). The answer is
+// a superset of what changed: it never misses a written chunk.
+Changes changes(const std::string &name, const std::optional<Position> &since);
+
+} // namespace snapmgr

@@ -1,0 +1,407 @@
+// Putting a volume under a cowfile wrapper and taking it out again
+// (DESIGN.md, "Putting a live volume under tracking").
+#include "snapmgr/volume.hpp"
+
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <functional>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "snapmgr/device.hpp"
+#include "snapmgr/dm.hpp"
+#include "snapmgr/error.hpp"
+#include "volume_devices.hpp"
+
+namespace snapmgr {
+
+namespace {
+
+constexpr std::uint64_t min_default_store = 64ull << 20;
+
+void say(const Logger &log, const std::string &text)
+{
+	if (log)
+		log(text);
+}
+
+// Undo steps run in reverse order unless the operation commits. An undo
+// that fails too is reported through the logger: the original error is the
+// one the caller sees.
+class Rollback {
+public:
+	explicit Rollback(const Logger &log) : log_(log) {}
+	Rollback(const Rollback &) = delete;
+	Rollback &operator=(const Rollback &) = delete;
+	~Rollback()
+	{
+		if (committed_)
+			return;
+		for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) {
+			try {
+				it->second();
+			} catch (const std::exception &e) {
+				say(log_, fmt::format("rollback: cannot {}: {}", it->first, e.what()));
+			}
+		}
+	}
+	void add(std::string what, std::function<void()> undo)
+	{
+		steps_.emplace_back(std::move(what), std::move(undo));
+	}
+	void commit() noexcept { committed_ = true; }
+
+private:
+	const Logger &log_;
+	std::vector<std::pair<std::string, std::function<void()>>> steps_;
+	bool committed_ = false;
+};
+
+std::string store_table_device(const VolumeConfig &config, const std::string &origin)
+{
+	return config.store_on_volume ? origin : config.store_device;
+}
+
+CowfileTable make_table(const VolumeConfig &config, std::uint64_t sectors, const std::string &origin)
+{
+	CowfileTable t;
+	t.length = sectors;
+	t.origin = origin;
+	t.store = store_table_device(config, origin);
+	t.sb_sector = config.sb_sector;
+	return t;
+}
+
+// Checks that the store at the configured place is the configured store
+// before a table points the kernel at it.
+void verify_store(const VolumeConfig &config, const std::string &device_path)
+{
+	StoreReader reader = StoreReader::open_device(device_path, config.sb_sector);
+	if (reader.superblock().store_uuid != config.store_uuid)
+		throw StoreCorruptError(
+			config.store.string(), EINVAL,
+			fmt::format("the store superblock at sector {} of {} belongs to store {}, not "
+				    "to {} as configured for volume {}; the store was moved or "
+				    "replaced",
+				    config.sb_sector, device_path,
+				    format_uuid(reader.superblock().store_uuid),
+				    format_uuid(config.store_uuid), config.name));
+}
+
+// Live insertion under dm volume `name`: <name>-real takes the current
+// table, and <name> gets a cowfile table over it, swapped in while the
+// device is suspended (which freezes its filesystem). Nothing is unmounted.
+void insert_wrapper(const VolumeConfig &config, const Logger &log)
+{
+	const std::string &name = config.name;
+	const std::string real = real_name(name);
+	if (dm_exists(real))
+		throw UsageError(real, EEXIST,
+				 fmt::format("a device-mapper device {} exists already; cannot "
+					     "insert the wrapper under {}",
+					     real, name));
+	const dm::Table old = dm::table(name);
+	auto info = dm::info(name);
+	std::uint64_t sectors = 0;
+	for (const auto &t : old)
+		sectors = std::max(sectors, t.start + t.length);
+
+	Rollback rollback(log);
+	say(log, fmt::format("creating {} with the table of {}", real, name));
+	dm::create(real, dm_uuid(config.store_uuid, "-real"), old, info && info->read_only);
+	rollback.add(fmt::format("remove {}", real), [&] { dm::remove(real); });
+
+	const CowfileTable table = make_table(config, sectors, dm::device_number(real));
+	say(log, fmt::format("loading cowfile over {} into {}", real, name));
+	dm::load(name, {table.target()});
+	rollback.add(fmt::format("clear the new table of {}", name), [&] { dm::clear(name); });
+
+	say(log, fmt::format("suspending {} (its filesystem is frozen)", name));
+	dm::suspend(name);
+	rollback.add(fmt::format("resume {}", name), [&] { dm::resume(name); });
+	dm::resume(name);
+	rollback.commit();
+}
+
+// A new dm device <name> over an unused device.
+void create_wrapper(const VolumeConfig &config, const BlockDevice &device, const Logger &log)
+{
+	const CowfileTable table = make_table(config, device.sectors(), device.number());
+	say(log, fmt::format("creating {} over {}", dm::device_path(config.name), device.path));
+	dm::create(config.name, dm_uuid(config.store_uuid), {table.target()});
+}
+
+std::filesystem::path store_path_on(const BlockDevice &device, const std::string &name)
+{
+	return std::filesystem::path(device.mountpoints.front()) / (".snapmgr-" + name + ".store");
+}
+
+struct Plan {
+	BlockDevice device;
+	VolumeConfig config;
+	TrackOutcome outcome = TrackOutcome::tracking;
+};
+
+Plan plan_track(const TrackOptions &options, bool blank)
+{
+	Plan plan;
+	plan.device = probe_device(options.device);
+	const BlockDevice &d = plan.device;
+	if (auto why = untrackable_reason(d))
+		throw UsageError(d.path, EINVAL, fmt::format("cannot track {}: {}", d.path, *why));
+
+	VolumeConfig &c = plan.config;
+	c.device = options.device;
+	if (d.dm && !blank) {
+		if (!options.name.empty() && options.name != d.dm->name)
+			throw UsageError(options.name, EINVAL,
+					 fmt::format("{} is the dm device {}: its wrapper keeps that "
+						     "name, so --name {} cannot be used",
+						     d.path, d.dm->name, options.name));
+		c.name = d.dm->name;
+		c.mode = AttachMode::insert;
+	} else {
+		c.name = options.name.empty() ? d.kernel_name : options.name;
+		c.mode = AttachMode::wrap;
+		if (!d.holders.empty())
+			throw UsageError(d.path, EBUSY,
+					 fmt::format("{} is in use by {} (a device stacked on it); "
+						     "track the device on top instead",
+						     d.path, d.holders.front()));
+		if (d.is_swap)
+			throw UsageError(d.path, EBUSY, fmt::format("{} is active swap", d.path));
+		if (!d.mountpoints.empty()) {
+			if (blank)
+				throw UsageError(d.path, EBUSY,
+						 fmt::format("{} is mounted on {}; create wants an "
+							     "unused device",
+							     d.path, d.mountpoints.front()));
+			plan.outcome = TrackOutcome::next_boot;
+		}
+	}
+	check_volume_name(c.name);
+	if (blank && !d.fs_type.empty())
+		throw UsageError(d.path, EEXIST,
+				 fmt::format("{} holds {} data; create wants a blank device (wipefs "
+					     "it, or use track to keep the data)",
+					     d.path, d.fs_type));
+	if (!options.store && d.mountpoints.empty())
+		throw UsageError(d.path, EINVAL,
+				 fmt::format("{} is not mounted, so there is no filesystem on it to "
+					     "hold the store: give --store with a path on another "
+					     "mounted ext4 or xfs filesystem",
+					     d.path));
+	c.store = options.store ? *options.store : store_path_on(d, c.name);
+	return plan;
+}
+
+TrackResult do_track(const TrackOptions &options, bool blank)
+{
+	Plan plan = plan_track(options, blank);
+	VolumeConfig &c = plan.config;
+	const BlockDevice &d = plan.device;
+	VolumeLock lock(c.name);
+	if (load_config(c.name))
+		throw UsageError(c.name, EEXIST,
+				 fmt::format("volume {} is configured already (snapmgr status {})",
+					     c.name, c.name));
+	if (attached_table(c.name))
+		throw UsageError(c.name, EEXIST, fmt::format("{} is a cowfile device already", c.name));
+	if (c.mode == AttachMode::wrap && dm_exists(c.name))
+		throw UsageError(c.name, EEXIST,
+				 fmt::format("a device-mapper device named {} exists; choose "
+					     "another --name",
+					     c.name));
+
+	Rollback rollback(options.log);
+	StoreCreateOptions store;
+	store.path = c.store;
+	store.size_bytes = options.store_bytes ? options.store_bytes
+					       : default_store_bytes(d.size_bytes);
+	store.chunk_sectors = options.chunk_sectors;
+	store.origin_sectors = d.sectors();
+	say(options.log, fmt::format("creating the store {} ({} bytes)", c.store.string(),
+				     store.size_bytes));
+	CreatedStore created = StoreFile::create(store);
+	rollback.add(fmt::format("remove {}", c.store.string()),
+		     [&] { StoreFile::destroy(c.store); });
+	c.sb_sector = created.sb_sector;
+	c.store_uuid = created.store_uuid;
+	c.store_on_volume = created.store_device.major == d.major &&
+			    created.store_device.minor == d.minor;
+	if (!c.store_on_volume)
+		c.store_device = created.store_device.path;
+
+	TrackResult result;
+	result.name = c.name;
+	result.outcome = plan.outcome;
+	if (plan.outcome == TrackOutcome::tracking) {
+		if (c.mode == AttachMode::insert)
+			insert_wrapper(c, options.log);
+		else
+			create_wrapper(c, d, options.log);
+		rollback.add(fmt::format("take the wrapper off {}", c.name), [&] {
+			UntrackOptions undo;
+			undo.keep_store = true;
+			untrack_locked(c.name, undo);
+		});
+		result.device = dm::device_path(c.name);
+	}
+	save_config(c);
+	rollback.commit();
+	result.config = c;
+	return result;
+}
+
+} // namespace
+
+std::uint64_t default_store_bytes(std::uint64_t volume_bytes)
+{
+	return std::max(min_default_store, volume_bytes / 10) & ~std::uint64_t(store_block_size - 1);
+}
+
+std::string_view to_string(TrackOutcome outcome) noexcept
+{
+	switch (outcome) {
+	case TrackOutcome::next_boot:
+		return "next_boot";
+	case TrackOutcome::already_tracking:
+		return "already_tracking";
+	case TrackOutcome::tracking:
+		break;
+	}
+	return "tracking";
+}
+
+TrackResult track(const TrackOptions &options) { return do_track(options, false); }
+
+TrackResult create(const TrackOptions &options)
+{
+	if (!options.store)
+		throw UsageError(options.device, EINVAL,
+				 "a blank device has no filesystem to hold the store: give --store "
+				 "with a path on another mounted ext4 or xfs filesystem");
+	return do_track(options, true);
+}
+
+std::vector<ReattachResult> reattach(const std::vector<std::string> &names, const Logger &log)
+{
+	std::vector<VolumeConfig> configs;
+	if (names.empty()) {
+		configs = load_all_configs();
+	} else {
+		for (const auto &name : names) {
+			auto c = load_config(name);
+			if (!c)
+				throw UsageError(name, ENOENT,
+						 fmt::format("no volume {} is configured", name));
+			configs.push_back(std::move(*c));
+		}
+	}
+	std::vector<ReattachResult> results;
+	for (const VolumeConfig &c : configs) {
+		ReattachResult r;
+		r.name = c.name;
+		try {
+			VolumeLock lock(c.name);
+			TrackResult t;
+			t.name = c.name;
+			t.config = c;
+			t.device = dm::device_path(c.name);
+			if (attached_table(c.name)) {
+				t.outcome = TrackOutcome::already_tracking;
+			} else if (c.mode == AttachMode::insert) {
+				if (!dm_exists(c.name))
+					throw DeviceError(c.name, ENODEV,
+							  fmt::format("the dm volume {} does not exist "
+								      "(yet); activate it first",
+								      c.name));
+				verify_store(c, c.store_on_volume ? dm::device_path(c.name)
+								  : c.store_device);
+				insert_wrapper(c, log);
+			} else {
+				BlockDevice d = probe_device(c.device);
+				if (!d.mountpoints.empty() || !d.holders.empty())
+					throw UsageError(
+						c.name, EBUSY,
+						fmt::format("{} is in use without its wrapper (mounted on "
+							    "{}); writes made now are not tracked. "
+							    "Unmount it and run reattach, or reboot",
+							    d.path,
+							    d.mountpoints.empty() ? d.holders.front()
+										  : d.mountpoints.front()));
+				verify_store(c, c.store_on_volume ? d.path : c.store_device);
+				create_wrapper(c, d, log);
+			}
+			r.result = std::move(t);
+		} catch (const Error &e) {
+			r.error = e.what();
+		}
+		results.push_back(std::move(r));
+	}
+	return results;
+}
+
+void untrack(const std::string &name, const UntrackOptions &options)
+{
+	VolumeLock lock(name);
+	untrack_locked(name, options);
+}
+
+void untrack_locked(const std::string &name, const UntrackOptions &options)
+{
+	auto config = load_config(name);
+	auto table = attached_table(name);
+	if (!config && !table)
+		throw UsageError(name, ENOENT, fmt::format("no volume named {} is tracked", name));
+	if (table) {
+		CowfileStatus s = kernel_status(name);
+		if (s.snap_state != SnapState::none || dm_exists(image_name(name)))
+			throw UsageError(name, EBUSY,
+					 fmt::format("volume {} holds a snapshot; release it first "
+						     "(snapmgr release {})",
+						     name, name));
+		const std::string real = real_name(name);
+		if (dm_exists(real) && dm::device_number(real) == table->origin) {
+			const dm::Table old = dm::table(real);
+			say(options.log, fmt::format("restoring the original table of {}", name));
+			dm::load(name, old);
+			try {
+				dm::suspend(name);
+			} catch (...) {
+				dm::clear(name);
+				throw;
+			}
+			dm::resume(name);
+			dm::remove(real);
+		} else {
+			auto info = dm::info(name);
+			if (info && info->open_count > 0)
+				throw UsageError(name, EBUSY,
+						 fmt::format("{} is in use (mounted?); unmount it first",
+							     dm::device_path(name)));
+			say(options.log, fmt::format("removing {}", dm::device_path(name)));
+			dm::remove(name);
+		}
+	}
+	if (config && !options.keep_store) {
+		std::error_code ec;
+		if (std::filesystem::exists(config->store, ec)) {
+			say(options.log, fmt::format("removing the store {}", config->store.string()));
+			StoreFile::destroy(config->store);
+		} else {
+			say(options.log, fmt::format("the store {} is not reachable (its filesystem "
+						     "is not mounted); remove it later with "
+						     "cowfile-store destroy",
+						     config->store.string()));
+		}
+	}
+	if (config)
+		remove_config(name);
+}
+
+} // namespace snapmgr

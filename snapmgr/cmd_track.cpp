@@ -1,0 +1,186 @@
+// snapmgr track, create, untrack, reattach: putting volumes under tracking
+// and taking them out.
+#include "command.hpp"
+
+#include <memory>
+
+namespace snapmgr::cli {
+
+namespace {
+
+struct TrackArgs {
+	std::string device;
+	std::string name;
+	std::string store;
+	std::string store_size;
+	std::string chunk_size = "64K";
+};
+
+void add_track_options(CLI::App *cmd, TrackArgs &a, bool store_required)
+{
+	cmd->add_option("DEVICE", a.device, "The block device")->required();
+	cmd->add_option("-n,--name", a.name,
+			"Volume name (default: the dm name of a dm volume, else the kernel name)");
+	auto store = cmd->add_option("-s,--store", a.store,
+				     store_required
+					     ? "Store file, on another mounted ext4 or xfs filesystem"
+					     : "Store file (default: .snapmgr-NAME.store at the root of "
+					       "the volume's mounted filesystem)");
+	if (store_required)
+		store->required();
+	cmd->add_option("-S,--store-size", a.store_size,
+			"Store size (default: a tenth of the volume, at least 64M)");
+	cmd->add_option("-c,--chunk-size", a.chunk_size,
+			"Tracking and copy unit, a power of two from 4K to 1M")
+		->capture_default_str();
+}
+
+TrackOptions to_options(const TrackArgs &a, const Context &ctx)
+{
+	TrackOptions o;
+	o.device = a.device;
+	o.name = a.name;
+	if (!a.store.empty())
+		o.store = a.store;
+	if (!a.store_size.empty())
+		o.store_bytes = parse_size(a.store_size, "--store-size");
+	std::uint64_t chunk = parse_size(a.chunk_size, "--chunk-size");
+	o.chunk_sectors = std::uint32_t(chunk / 512);
+	if (chunk % 512 || !valid_chunk_sectors(o.chunk_sectors))
+		throw UsageError("--chunk-size", EINVAL,
+				 fmt::format("--chunk-size {} is not a power of two from 4K to 1M",
+					     a.chunk_size));
+	o.log = ctx.logger();
+	return o;
+}
+
+void report(const TrackResult &r, const Context &ctx)
+{
+	if (ctx.as_json) {
+		ctx.print_json(to_json(r));
+		return;
+	}
+	switch (r.outcome) {
+	case TrackOutcome::tracking:
+		fmt::print("{}: tracking changes on {}, store {}\n", r.name, r.device,
+			   r.config.store.string());
+		break;
+	case TrackOutcome::next_boot:
+		fmt::print("{}: {} is mounted, so the wrapper cannot be slid under it now.\n"
+			   "{}: the store {} is ready; tracking starts at the next boot, when "
+			   "the device is wrapped before it is mounted.\n",
+			   r.name, r.config.device, r.name, r.config.store.string());
+		break;
+	case TrackOutcome::already_tracking:
+		fmt::print("{}: already tracking\n", r.name);
+		break;
+	}
+}
+
+} // namespace
+
+json to_json(const TrackResult &r)
+{
+	return {{"name", r.name},
+		{"outcome", std::string(to_string(r.outcome))},
+		{"device", r.device},
+		{"origin", r.config.device},
+		{"mode", std::string(to_string(r.config.mode))},
+		{"store", r.config.store.string()},
+		{"store_uuid", format_uuid(r.config.store_uuid)}};
+}
+
+void add_track(CLI::App &app, Context &ctx)
+{
+	auto args = std::make_shared<TrackArgs>();
+	auto cmd = app.add_subcommand("track", "Put a volume under change tracking");
+	add_track_options(cmd, *args, false);
+	cmd->callback([&ctx, args] {
+		ctx.run = [&ctx, args] {
+			report(track(to_options(*args, ctx)), ctx);
+			return exit_ok;
+		};
+	});
+}
+
+void add_create(CLI::App &app, Context &ctx)
+{
+	auto args = std::make_shared<TrackArgs>();
+	auto cmd = app.add_subcommand("create",
+				      "Make a new tracked volume over a blank device, to mkfs and mount");
+	add_track_options(cmd, *args, true);
+	cmd->callback([&ctx, args] {
+		ctx.run = [&ctx, args] {
+			report(create(to_options(*args, ctx)), ctx);
+			return exit_ok;
+		};
+	});
+}
+
+void add_untrack(CLI::App &app, Context &ctx)
+{
+	struct Args {
+		std::string name;
+		bool keep_store = false;
+	};
+	auto args = std::make_shared<Args>();
+	auto cmd = app.add_subcommand(
+		"untrack", "Stop tracking: restore the device as it was, remove the store");
+	cmd->add_option("VOLUME", args->name, "Volume name")->required();
+	cmd->add_flag("--keep-store", args->keep_store, "Leave the store file in place");
+	cmd->callback([&ctx, args] {
+		ctx.run = [&ctx, args] {
+			UntrackOptions o;
+			o.keep_store = args->keep_store;
+			o.log = ctx.logger();
+			untrack(args->name, o);
+			if (ctx.as_json)
+				ctx.print_json({{"name", args->name}, {"untracked", true}});
+			else
+				fmt::print("{}: no longer tracked\n", args->name);
+			return exit_ok;
+		};
+	});
+}
+
+void add_reattach(CLI::App &app, Context &ctx)
+{
+	struct Args {
+		std::vector<std::string> names;
+		bool all = false;
+	};
+	auto args = std::make_shared<Args>();
+	auto cmd = app.add_subcommand("reattach",
+				      "Attach configured volumes again (at boot, or after a failure)");
+	auto names = cmd->add_option("VOLUME", args->names, "Volume names");
+	auto all = cmd->add_flag("-a,--all", args->all, "Every configured volume");
+	names->excludes(all);
+	cmd->callback([&ctx, args] {
+		ctx.run = [&ctx, args] {
+			if (!args->all && args->names.empty())
+				throw UsageError("reattach", EINVAL, "name volumes, or give --all");
+			auto results = reattach(args->names, ctx.logger());
+			int rc = exit_ok;
+			json out = json::array();
+			for (const auto &r : results) {
+				if (!r.error.empty())
+					rc = exit_failed;
+				if (ctx.as_json) {
+					json j = r.result ? to_json(*r.result)
+							  : json{{"name", r.name}};
+					j["error"] = r.error;
+					out.push_back(j);
+				} else if (r.result) {
+					report(*r.result, ctx);
+				} else {
+					fmt::print(stderr, "snapmgr: {}: {}\n", r.name, r.error);
+				}
+			}
+			if (ctx.as_json)
+				ctx.print_json(out);
+			return rc;
+		};
+	});
+}
+
+} // namespace snapmgr::cli

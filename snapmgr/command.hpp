@@ -1,0 +1,61 @@
+#pragma once
+
+// What every snapmgr command shares: global options, how a command runs
+// after parsing, output helpers. One file per command registers it.
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "snapmgr/error.hpp"
+#include "snapmgr/volume.hpp"
+
+namespace snapmgr::cli {
+
+using nlohmann::json;
+
+// Exit codes (snapmgr(8), EXIT STATUS).
+inline constexpr int exit_ok = 0;
+inline constexpr int exit_failed = 1;
+inline constexpr int exit_usage = 2;
+
+struct Context {
+	bool as_json = false;
+	bool verbose = false;
+	// Set by the chosen command's parse callback, run once parsing is done.
+	std::function<int()> run;
+
+	// Steps the library reports, on stderr with --verbose.
+	Logger logger() const;
+	void print_json(const json &value) const;
+};
+
+// Registers a command; its callback sets ctx.run.
+void add_track(CLI::App &app, Context &ctx);
+void add_create(CLI::App &app, Context &ctx);
+void add_untrack(CLI::App &app, Context &ctx);
+void add_reattach(CLI::App &app, Context &ctx);
+void add_snapshot(CLI::App &app, Context &ctx);
+void add_release(CLI::App &app, Context &ctx);
+void add_reset(CLI::App &app, Context &ctx);
+void add_list(CLI::App &app, Context &ctx);
+void add_status(CLI::App &app, Context &ctx);
+void add_changes(CLI::App &app, Context &ctx);
+void add_backup(CLI::App &app, Context &ctx);
+
+// "8M", "1G", "4096", "64KiB": bytes, binary multiples. Throws UsageError.
+std::uint64_t parse_size(const std::string &text, const std::string &option);
+
+// Sizes in tables: --units h (human, 1.5g) or b/k/m/g/t (whole units).
+std::string format_size(std::uint64_t bytes, char unit);
+
+json to_json(const VolumeStatus &s);
+json to_json(const TrackResult &r);
+
+} // namespace snapmgr::cli
