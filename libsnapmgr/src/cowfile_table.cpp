@@ -150,6 +150,9 @@ std::vector<std::string> cowfile_devices_using_store(unsigned major, unsigned mi
 
 std::string device_node(const std::string &number)
 {
+	std::ifstream dm_name(fmt::format("/sys/dev/block/{}/dm/name", number));
+	if (std::string name; std::getline(dm_name, name) && !name.empty())
+		return "/dev/mapper/" + name;
 	std::ifstream in(fmt::format("/sys/dev/block/{}/uevent", number));
 	for (std::string line; std::getline(in, line);)
 		if (line.rfind("DEVNAME=", 0) == 0)

@@ -166,6 +166,7 @@ Plan plan_track(const TrackOptions &options, bool blank)
 		c.mode = AttachMode::insert;
 	} else {
 		c.name = options.name.empty() ? d.kernel_name : options.name;
+		check_volume_name(c.name);
 		c.mode = AttachMode::wrap;
 		if (!d.holders.empty())
 			throw UsageError(d.path, EBUSY,

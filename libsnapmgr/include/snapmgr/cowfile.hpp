@@ -56,7 +56,8 @@ struct CowfileStatus {
 std::vector<std::string> cowfile_devices_using_store(unsigned major, unsigned minor,
 						     std::uint64_t sb_sector);
 
-// "major:minor" -> /dev/<kernel name>, from sysfs (no udev needed).
+// "major:minor" -> /dev/mapper/<name> for a dm device, else /dev/<kernel
+// name>, from sysfs (no udev needed).
 std::string device_node(const std::string &number);
 
 } // namespace snapmgr

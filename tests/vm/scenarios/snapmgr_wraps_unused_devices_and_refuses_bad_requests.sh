@@ -28,7 +28,7 @@ dd if=/dev/urandom of=/mnt/data/f bs=1M count=16 status=none
 umount /mnt/data
 sum_before=$(dev_sum "$data")
 "$SNAPMGR" track "$data" --name data --store /mnt/stores/data.store --chunk-size 16K
-on_exit "$SNAPMGR untrack data 2>/dev/null || true"
+on_exit "$SNAPMGR release data 2>/dev/null; umount /mnt/data 2>/dev/null; $SNAPMGR untrack data 2>/dev/null || true"
 expect_eq "$(dev_sum /dev/mapper/data)" "$sum_before" "wrapped device reads back the device"
 expect_eq "$("$SNAPMGR" --json status data | json_get '["chunk_bytes"]')" 16384 "chunk size"
 expect_eq "$(dmsetup info -c --noheadings -o uuid data | cut -c1-8)" SNAPMGR- "dm uuid prefix"
@@ -37,8 +37,8 @@ log "create on a blank device"
 blank=$(new_loop 64M)
 expect_fail "create without --store" "$SNAPMGR" create "$blank" --name blank
 "$SNAPMGR" create "$blank" --name blank --store /mnt/stores/blank.store
-on_exit "$SNAPMGR untrack blank 2>/dev/null || true"
-mkfs.xfs -q -f /dev/mapper/blank
+on_exit "$SNAPMGR release blank 2>/dev/null; umount /mnt/blank 2>/dev/null; $SNAPMGR untrack blank 2>/dev/null || true"
+mkfs.ext4 -q -b 4096 /dev/mapper/blank
 mkdir -p /mnt/blank
 mount /dev/mapper/blank /mnt/blank
 dd if=/dev/urandom of=/mnt/blank/g bs=1M count=8 status=none
@@ -82,8 +82,10 @@ spare=$(new_loop 64M)
 expect_fail "store on tmpfs" "$SNAPMGR" track "$spare" --name spare --store "$tmpfs_dir/s.store"
 [ ! -e "$tmpfs_dir/s.store" ] || fail "a refused store file was left behind"
 expect_fail "track a character device" "$SNAPMGR" track /dev/null
-"$SNAPMGR" frobnicate > /dev/null 2>&1; expect_eq $? 2 "exit status of an unknown command"
-"$SNAPMGR" release nosuch > /dev/null 2>&1; expect_eq $? 2 "exit status of a refused request"
+rc=0; "$SNAPMGR" frobnicate > /dev/null 2>&1 || rc=$?
+expect_eq $rc 2 "exit status of an unknown command"
+rc=0; "$SNAPMGR" release nosuch > /dev/null 2>&1 || rc=$?
+expect_eq $rc 2 "exit status of a refused request"
 expect_eq "$(dm_names)" "$before_dm" "dm devices after the refusals"
 expect_eq "$(conf_names)" "$before_conf" "configurations after the refusals"
 
