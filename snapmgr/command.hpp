@@ -48,6 +48,7 @@ void add_list(CLI::App &app, Context &ctx);
 void add_status(CLI::App &app, Context &ctx);
 void add_changes(CLI::App &app, Context &ctx);
 void add_backup(CLI::App &app, Context &ctx);
+void add_grow(CLI::App &app, Context &ctx);
 
 // "8M", "1G", "4096", "64KiB": bytes, binary multiples. Throws UsageError.
 std::uint64_t parse_size(const std::string &text, const std::string &option);

@@ -86,6 +86,7 @@ int main(int argc, char **argv)
 	add_status(app, ctx);
 	add_changes(app, ctx);
 	add_backup(app, ctx);
+	add_grow(app, ctx);
 
 	try {
 		app.parse(argc, argv);

@@ -549,4 +549,128 @@ void StoreFile::destroy(const std::filesystem::path &path)
 	}
 }
 
+namespace {
+
+// Clears the immutable flag for the lifetime of the object.
+class Unpinned {
+public:
+	Unpinned(int fd, std::string name) : fd_(fd), name_(std::move(name))
+	{
+		flags_ = get_inode_flags(fd_, name_);
+		if (!(flags_ & FS_IMMUTABLE_FL))
+			throw StoreError(name_, EINVAL,
+					 fmt::format("{} is not pinned (immutable); it is not a store "
+						     "in use, or someone unpinned it",
+						     name_));
+		set_inode_flags(fd_, flags_ & ~FS_IMMUTABLE_FL, name_);
+	}
+	Unpinned(const Unpinned &) = delete;
+	Unpinned &operator=(const Unpinned &) = delete;
+	~Unpinned() { ioctl(fd_, FS_IOC_SETFLAGS, &flags_); }
+	void pin_again() { set_inode_flags(fd_, flags_, name_); }
+
+private:
+	int fd_;
+	std::string name_;
+	unsigned int flags_ = 0;
+};
+
+FileDescriptor open_pinned_store(const std::filesystem::path &path)
+{
+	FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+	if (!fd.valid())
+		throw_errno(path.string(), "cannot open the store");
+	check_filesystem(fd.get(), path.string());
+	return fd;
+}
+
+} // namespace
+
+std::vector<StoreExtent> StoreFile::extend(const std::filesystem::path &path,
+					   std::uint64_t add_bytes)
+{
+	const std::string name = path.string();
+	if (add_bytes == 0 || add_bytes % block_size)
+		throw UsageError(name, EINVAL,
+				 fmt::format("cannot grow {} by {} bytes: not a positive multiple of "
+					     "4096",
+					     name, add_bytes));
+	FileDescriptor fd = open_pinned_store(path);
+	struct stat st{};
+	if (fstat(fd.get(), &st) < 0)
+		throw_errno(name, "cannot stat");
+	const auto old_size = std::uint64_t(st.st_size);
+	const auto old_extents = map_extents(fd.get(), name);
+	{
+		Unpinned unpinned(fd.get(), name);
+		// The inode is writable only while unpinned; a read-only fd
+		// cannot fallocate, so open it again for writing.
+		FileDescriptor w(::open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+		if (!w.valid())
+			throw_errno(name, "cannot open the store for writing");
+		if (fallocate(w.get(), 0, off_t(old_size), off_t(add_bytes)) < 0) {
+			int e = errno;
+			ftruncate(w.get(), off_t(old_size));
+			errno = e;
+			if (e == ENOSPC)
+				throw StoreError(name, e,
+						 fmt::format("{}: not enough free space to add {} bytes",
+							     name, add_bytes));
+			throw_errno(name, fmt::format("cannot preallocate {} more bytes", add_bytes));
+		}
+		if (fsync(w.get()) < 0) {
+			int e = errno;
+			ftruncate(w.get(), off_t(old_size));
+			errno = e;
+			throw_errno(name, "cannot flush the allocation (fsync)");
+		}
+		unpinned.pin_again();
+	}
+	auto extents = map_extents(fd.get(), name);
+	std::uint64_t old_blocks = old_size / block_size;
+	// The old part must be where the kernel knows it.
+	std::vector<StoreExtent> old_part;
+	for (const auto &e : extents) {
+		std::uint64_t have = total_blocks(old_part);
+		if (have >= old_blocks)
+			break;
+		old_part.push_back({e.sector, std::min(e.blocks, old_blocks - have)});
+	}
+	if (old_part != old_extents) {
+		shrink(path, old_size);
+		throw StoreError(name, EAGAIN,
+				 fmt::format("{}: the store's existing extents changed while it was "
+					     "grown; it was cut back",
+					     name));
+	}
+	return extents;
+}
+
+void StoreFile::shrink(const std::filesystem::path &path, std::uint64_t size_bytes)
+{
+	const std::string name = path.string();
+	FileDescriptor fd = open_pinned_store(path);
+	Unpinned unpinned(fd.get(), name);
+	FileDescriptor w(::open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+	if (!w.valid() || ftruncate(w.get(), off_t(size_bytes)) < 0 || fsync(w.get()) < 0)
+		throw_errno(name, fmt::format("cannot cut the store back to {} bytes", size_bytes));
+	unpinned.pin_again();
+}
+
+std::vector<StoreExtent> extents_from_block(std::span<const StoreExtent> extents,
+					    std::uint64_t first_block)
+{
+	std::vector<StoreExtent> out;
+	std::uint64_t logical = 0;
+	for (const auto &e : extents) {
+		std::uint64_t end = logical + e.blocks;
+		if (end > first_block) {
+			std::uint64_t skip = first_block > logical ? first_block - logical : 0;
+			out.push_back({e.sector + skip * store_block_sectors, e.blocks - skip});
+		}
+		logical = end;
+	}
+	return out;
+}
+
 } // namespace snapmgr

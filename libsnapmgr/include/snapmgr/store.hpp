@@ -215,7 +215,20 @@ public:
 	static std::vector<StoreExtent> map_extents(int fd, const std::string &name);
 	// The block device holding the file's filesystem.
 	static BlockDeviceId device_of(int fd, const std::string &name);
+	// Preallocates add_bytes (a multiple of 4096) at the end of a pinned
+	// store and pins it again; returns all its extents. Extents that exist
+	// already do not move. On failure the file is as it was.
+	static std::vector<StoreExtent> extend(const std::filesystem::path &path,
+					       std::uint64_t add_bytes);
+	// Cuts a pinned store back to size_bytes (undoes extend() when the
+	// kernel refused the new extents), pinned again.
+	static void shrink(const std::filesystem::path &path, std::uint64_t size_bytes);
 };
+
+// The extents covering logical blocks from `first_block` on, split where
+// an extent starts before it.
+std::vector<StoreExtent> extents_from_block(std::span<const StoreExtent> extents,
+					    std::uint64_t first_block);
 
 // ---- reading a store --------------------------------------------------------
 

@@ -95,6 +95,12 @@ void release(const std::string &name, const Logger &log = {});
 // after a loss. Refused while a snapshot is held.
 void reset(const std::string &name, const Logger &log = {});
 
+// Grows the store by add_bytes (a multiple of 4 KiB) while the volume runs:
+// the file is preallocated further and the kernel appends the new extents
+// to its copy area. Returns the store's new size in bytes. When the kernel
+// refuses, the file is cut back.
+std::uint64_t grow(const std::string &name, std::uint64_t add_bytes, const Logger &log = {});
+
 enum class VolumeState {
 	tracking,  // attached, every change recorded
 	lost,      // attached, a change may have been missed: next backup is full
