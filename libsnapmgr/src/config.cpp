@@ -75,6 +75,8 @@ std::string format_config(const VolumeConfig &c)
 	std::string out = "# snapmgr volume, see snapmgr.conf(5). Written by snapmgr track.\n";
 	out += fmt::format("name = {}\n", c.name);
 	out += fmt::format("device = {}\n", c.device);
+	if (!c.device_fs_uuid.empty())
+		out += fmt::format("device_fs_uuid = {}\n", c.device_fs_uuid);
 	out += fmt::format("mode = {}\n", to_string(c.mode));
 	out += fmt::format("store = {}\n", c.store.string());
 	out += fmt::format("store_device = {}\n", c.store_on_volume ? "volume" : c.store_device);
@@ -112,6 +114,10 @@ VolumeConfig parse_config(std::string_view text, const std::string &origin)
 	c.name = take("name");
 	check_volume_name(c.name);
 	c.device = take("device");
+	if (auto it = values.find("device_fs_uuid"); it != values.end()) {
+		c.device_fs_uuid = it->second;
+		values.erase(it);
+	}
 	std::string mode = take("mode");
 	if (mode == "insert")
 		c.mode = AttachMode::insert;

@@ -5,6 +5,7 @@
 #include <sys/sysmacros.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -202,6 +203,16 @@ std::optional<std::string> untrackable_reason(const BlockDevice &d)
 	if (d.dm && d.dm->uuid.rfind("SNAPMGR-", 0) == 0)
 		return fmt::format("{} is a snapmgr device already", d.path);
 	return std::nullopt;
+}
+
+std::optional<std::string> find_filesystem(const std::string &fs_uuid)
+{
+	char *found = blkid_evaluate_tag("UUID", fs_uuid.c_str(), nullptr);
+	if (!found)
+		return std::nullopt;
+	std::string path = found;
+	std::free(found);
+	return path;
 }
 
 MountedOn mount_of(const std::string &path)

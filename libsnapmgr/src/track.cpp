@@ -140,6 +140,29 @@ std::filesystem::path store_path_on(const BlockDevice &device, const std::string
 	return std::filesystem::path(device.mountpoints.front()) / (".snapmgr-" + name + ".store");
 }
 
+// The configured plain device: its path, unless the path is gone or now
+// names a device with another filesystem, then the device with the
+// recorded filesystem UUID. The store superblock check decides after this.
+BlockDevice find_plain_device(const VolumeConfig &c)
+{
+	std::optional<BlockDevice> by_path;
+	try {
+		by_path = probe_device(c.device);
+	} catch (const Error &) {
+	}
+	if (by_path && (c.device_fs_uuid.empty() || by_path->fs_uuid == c.device_fs_uuid))
+		return *by_path;
+	if (!c.device_fs_uuid.empty()) {
+		auto path = find_filesystem(c.device_fs_uuid);
+		if (path)
+			return probe_device(*path);
+	}
+	throw DeviceError(c.device, ENODEV,
+			  fmt::format("{} is {} and no device holds filesystem {}", c.device,
+				      by_path ? "another device now" : "missing",
+				      c.device_fs_uuid.empty() ? "(none recorded)" : c.device_fs_uuid));
+}
+
 struct Plan {
 	BlockDevice device;
 	VolumeConfig config;
@@ -197,6 +220,7 @@ Plan plan_track(const TrackOptions &options, bool blank)
 					     "mounted ext4 or xfs filesystem",
 					     d.path));
 	c.store = options.store ? *options.store : store_path_on(d, c.name);
+	c.device_fs_uuid = d.fs_uuid;
 	return plan;
 }
 
@@ -325,7 +349,7 @@ std::vector<ReattachResult> reattach(const std::vector<std::string> &names, cons
 								  : c.store_device);
 				insert_wrapper(c, log);
 			} else {
-				BlockDevice d = probe_device(c.device);
+				BlockDevice d = find_plain_device(c);
 				if (!d.mountpoints.empty() || !d.holders.empty())
 					throw UsageError(
 						c.name, EBUSY,

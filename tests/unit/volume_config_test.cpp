@@ -35,6 +35,8 @@ TEST(VolumeConfigTest, RoundTripsBothStorePlacements)
 	c.store_on_volume = false;
 	c.store_device = "/dev/vdc";
 	EXPECT_EQ(parse_config(format_config(c), "t"), c);
+	c.device_fs_uuid = "5d1c8a8e-3b7e-4b8e-9a52-2f0c3d7e9b11";
+	EXPECT_EQ(parse_config(format_config(c), "t"), c);
 }
 
 TEST(VolumeConfigTest, RefusesMissingUnknownAndMalformedKeys)

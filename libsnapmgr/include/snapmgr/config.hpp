@@ -26,6 +26,9 @@ std::string_view to_string(AttachMode mode) noexcept;
 struct VolumeConfig {
 	std::string name;
 	std::string device; // the tracked device as the user named it
+	// Its filesystem UUID when it had one: finds a plain device again when
+	// its kernel name changed between boots (vdb became vdc).
+	std::string device_fs_uuid;
 	AttachMode mode = AttachMode::wrap;
 	std::filesystem::path store; // the store file
 	// The store's extents are on the tracked device itself (the store file

@@ -53,6 +53,10 @@ BlockDevice probe_device(unsigned major, unsigned minor);
 // read-only device), or nullopt.
 std::optional<std::string> untrackable_reason(const BlockDevice &device);
 
+// A device holding the filesystem with this UUID (libblkid's lookup, which
+// probes the device it finds); nullopt when none does.
+std::optional<std::string> find_filesystem(const std::string &fs_uuid);
+
 // The filesystem's mount point holding path, and its device.
 struct MountedOn {
 	std::string mountpoint;

@@ -108,12 +108,35 @@ mount /dev/mapper/bootvol /mnt/boot-vol
 [ -e /mnt/boot-vol/.snapmgr-bootvol.store ] || fail "store not on the wrapped filesystem"
 umount /mnt/boot-vol
 "$SNAPMGR" list
+
+log "a device whose kernel name changed is found by its filesystem UUID"
+dmsetup remove bootvol # as a shutdown leaves it
+boot_img=$(losetup -n -O BACK-FILE "$boot")
+losetup -d "$boot"
+placeholder=$(new_loop 1M) # takes the old name
+boot2=$(losetup --find --show "$boot_img")
+on_exit "losetup -d $boot2"
+[ "$boot2" != "$boot" ] || fail "the image came back as $boot"
+"$SNAPMGR" reattach bootvol
+expect_eq "$("$SNAPMGR" --json status bootvol | json_get '["origin"]')" "$boot2" "origin after reattach"
 "$SNAPMGR" untrack bootvol --keep-store
 
-log "release, unmount, untrack: the devices are as they were"
+log "a release waits for the backup that holds the volume's lock"
+"$SNAPMGR" backup --full data /tmp/data2.img &
+backup_pid=$!
+while flock -n /run/snapmgr/data.lock true; do
+	kill -0 $backup_pid 2>/dev/null || break
+done
 "$SNAPMGR" release data
+wait $backup_pid || fail "the backup failed while a release was waiting"
+expect_eq "$(dev_sum /tmp/data2.img)" "$sum_data_snap" "backup made while a release waited"
+
+log "release, unmount, untrack: the devices are as they were"
 "$SNAPMGR" release blank
 umount /mnt/data
+# The loop device's page cache still holds what was read from it before
+# the writes that went down through the wrapper.
+blockdev --flushbufs "$data"
 expect_eq "$(dev_sum /dev/mapper/data)" "$(dev_sum "$data")" "wrapper reads the device"
 "$SNAPMGR" untrack data
 umount /mnt/blank
