@@ -82,6 +82,22 @@ spare=$(new_loop 64M)
 expect_fail "store on tmpfs" "$SNAPMGR" track "$spare" --name spare --store "$tmpfs_dir/s.store"
 [ ! -e "$tmpfs_dir/s.store" ] || fail "a refused store file was left behind"
 expect_fail "track a character device" "$SNAPMGR" track /dev/null
+btrfs_dev=$(new_loop 128M)
+mkfs.btrfs -q "$btrfs_dev"
+mkdir -p /mnt/btrfs
+mount "$btrfs_dev" /mnt/btrfs
+on_exit "umount /mnt/btrfs"
+expect_fail "track a mounted btrfs" "$SNAPMGR" track "$btrfs_dev" --name b
+expect_fail "store on btrfs" "$SNAPMGR" track "$spare" --name spare --store /mnt/btrfs/s.store
+[ ! -e /mnt/btrfs/s.store ] || fail "a refused store file was left on btrfs"
+full_dev=$(new_loop 16M)
+mkfs.ext4 -q -b 4096 "$full_dev"
+mkdir -p /mnt/full
+mount "$full_dev" /mnt/full
+on_exit "umount /mnt/full"
+dd if=/dev/zero of=/mnt/full/filler bs=1M status=none 2>/dev/null || true
+expect_fail "store on a full filesystem" "$SNAPMGR" track "$spare" --name spare --store /mnt/full/s.store --store-size 8M
+[ ! -e /mnt/full/s.store ] || fail "a refused store file was left on the full filesystem"
 rc=0; "$SNAPMGR" frobnicate > /dev/null 2>&1 || rc=$?
 expect_eq $rc 2 "exit status of an unknown command"
 rc=0; "$SNAPMGR" release nosuch > /dev/null 2>&1 || rc=$?
