@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "snapmgr/error.hpp"
+#include "snapmgr/size.hpp"
 #include "snapmgr/volume.hpp"
 
 namespace snapmgr::cli {
@@ -49,9 +50,6 @@ void add_status(CLI::App &app, Context &ctx);
 void add_changes(CLI::App &app, Context &ctx);
 void add_backup(CLI::App &app, Context &ctx);
 void add_grow(CLI::App &app, Context &ctx);
-
-// "8M", "1G", "4096", "64KiB": bytes, binary multiples. Throws UsageError.
-std::uint64_t parse_size(const std::string &text, const std::string &option);
 
 // Sizes in tables: --units h (human, 1.5g) or b/k/m/g/t (whole units).
 std::string format_size(std::uint64_t bytes, char unit);

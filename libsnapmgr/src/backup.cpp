@@ -17,6 +17,7 @@
 #include "file_descriptor.hpp"
 #include "snapmgr/dm.hpp"
 #include "snapmgr/error.hpp"
+#include "throw_errno.hpp"
 #include "volume_devices.hpp"
 
 namespace snapmgr {
@@ -26,12 +27,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::size_t copy_buffer_bytes = 1 << 20;
-
-[[noreturn]] void throw_errno(const std::string &object, const std::string &what)
-{
-	int e = errno;
-	throw DeviceError(object, e, fmt::format("{}: {}: {}", object, what, std::strerror(e)));
-}
 
 void write_image_record(const fs::path &image, const ImageRecord &record)
 {

@@ -18,18 +18,13 @@
 
 #include "file_descriptor.hpp"
 #include "snapmgr/error.hpp"
+#include "throw_errno.hpp"
 
 namespace snapmgr {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-[[noreturn]] void throw_errno(const std::string &object, const std::string &what)
-{
-	int e = errno;
-	throw DeviceError(object, e, fmt::format("{}: {}: {}", object, what, std::strerror(e)));
-}
 
 std::string trim(std::string_view s)
 {

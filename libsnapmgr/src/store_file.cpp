@@ -27,6 +27,7 @@
 #include "file_descriptor.hpp"
 #include "snapmgr/cowfile.hpp"
 #include "snapmgr/error.hpp"
+#include "throw_errno.hpp"
 
 namespace snapmgr {
 
@@ -35,12 +36,6 @@ namespace {
 constexpr std::uint64_t block_size = store_block_size;
 // Metadata is written in batches of this many blocks (1 MiB).
 constexpr std::size_t write_batch_blocks = 256;
-
-[[noreturn]] void throw_errno(const std::string &object, const std::string &what)
-{
-	int e = errno;
-	throw DeviceError(object, e, fmt::format("{}: {}: {}", object, what, std::strerror(e)));
-}
 
 std::string filesystem_name(long magic)
 {

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "snapmgr/error.hpp"
+#include "snapmgr/size.hpp"
 #include "snapmgr/store.hpp"
 #include "snapmgr/version.hpp"
 
@@ -23,42 +24,6 @@ using namespace snapmgr;
 constexpr int exit_ok = 0;
 constexpr int exit_failed = 1;
 constexpr int exit_usage = 2;
-
-// "8M", "1G", "4096", "64KiB": bytes, binary multiples.
-std::uint64_t parse_size(const std::string &text)
-{
-	std::size_t end = 0;
-	std::uint64_t value = 0;
-	try {
-		value = std::stoull(text, &end);
-	} catch (const std::exception &) {
-		end = 0;
-	}
-	if (end == 0 || text[0] == '-')
-		throw UsageError("--size", EINVAL, fmt::format("size '{}' is not a number", text));
-	std::string suffix = text.substr(end);
-	for (char &c : suffix)
-		c = char(std::toupper(static_cast<unsigned char>(c)));
-	if (suffix.size() > 1 && (suffix.ends_with("IB") || suffix.ends_with("B")))
-		suffix = suffix.substr(0, 1);
-	unsigned shift = 0;
-	if (suffix.empty() || suffix == "B")
-		shift = 0;
-	else if (suffix == "K")
-		shift = 10;
-	else if (suffix == "M")
-		shift = 20;
-	else if (suffix == "G")
-		shift = 30;
-	else if (suffix == "T")
-		shift = 40;
-	else
-		throw UsageError("--size", EINVAL,
-				 fmt::format("size '{}': unknown unit (use K, M, G or T)", text));
-	if (shift && value > (UINT64_MAX >> shift))
-		throw UsageError("--size", ERANGE, fmt::format("size '{}' is too large", text));
-	return value << shift;
-}
 
 json extents_json(const std::vector<StoreExtent> &extents)
 {
@@ -141,7 +106,7 @@ int run_create(const std::string &path, const std::string &size, std::uint64_t o
 {
 	StoreCreateOptions options;
 	options.path = path;
-	options.size_bytes = parse_size(size);
+	options.size_bytes = parse_size(size, "--size");
 	options.origin_sectors = origin_sectors;
 	options.chunk_sectors = chunk_sectors;
 	CreatedStore store = StoreFile::create(options);
