@@ -113,8 +113,7 @@ std::vector<SnapshotResult> snapshot(const std::vector<std::string> &requested, 
 			say(log, fmt::format("creating the image {}",
 					     dm::device_path(image_name(m.name))));
 			StoreReader store = open_attached_store(m.table);
-			dm::create(image_name(m.name), dm_uuid(store.superblock().store_uuid, "-snap"),
-				   {snap_target(m.table.length, m.table.origin)}, true);
+			create_image(m.name, m.table, store.superblock().store_uuid);
 			m.imaged = true;
 		}
 	} catch (...) {

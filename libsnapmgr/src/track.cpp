@@ -362,6 +362,13 @@ std::vector<ReattachResult> reattach(const std::vector<std::string> &names, cons
 				verify_store(c, c.store_on_volume ? d.path : c.store_device);
 				create_wrapper(c, d, log);
 			}
+			// A snapshot held across the reboot gets its image back.
+			if (kernel_status(c.name).snap_state == SnapState::active &&
+			    !dm_exists(image_name(c.name))) {
+				say(log, fmt::format("creating the image of the held snapshot of {}",
+						     c.name));
+				create_image(c.name, *attached_table(c.name), c.store_uuid);
+			}
 			r.result = std::move(t);
 		} catch (const Error &e) {
 			r.error = e.what();

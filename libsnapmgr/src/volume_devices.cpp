@@ -37,6 +37,12 @@ CowfileStatus kernel_status(const std::string &name)
 	return CowfileStatus::parse(status.front().params);
 }
 
+void create_image(const std::string &name, const CowfileTable &table, const Uuid &store_uuid)
+{
+	dm::create(image_name(name), dm_uuid(store_uuid, "-snap"),
+		   {snap_target(table.length, table.origin)}, true);
+}
+
 StoreReader open_attached_store(const CowfileTable &table)
 {
 	return StoreReader::open_device(device_node(table.store), table.sb_sector);

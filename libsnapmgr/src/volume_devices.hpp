@@ -26,6 +26,9 @@ std::optional<CowfileTable> attached_table(const std::string &name);
 CowfileStatus kernel_status(const std::string &name);
 bool dm_exists(const std::string &name);
 
+// Creates the read-only image device <name>-snap of the held snapshot.
+void create_image(const std::string &name, const CowfileTable &table, const Uuid &store_uuid);
+
 // Opens the store the kernel uses, from the table's store device.
 StoreReader open_attached_store(const CowfileTable &table);
 

@@ -125,8 +125,14 @@ mount /dev/mapper/bootvol /mnt/boot-vol
 umount /mnt/boot-vol
 "$SNAPMGR" list
 
-log "a device whose kernel name changed is found by its filesystem UUID"
-dmsetup remove bootvol # as a shutdown leaves it
+log "a renamed device is found by its filesystem UUID, a held snapshot comes back"
+"$SNAPMGR" snapshot bootvol
+boot_instant=$(dev_sum /dev/mapper/bootvol-snap)
+mount /dev/mapper/bootvol /mnt/boot-vol
+dd if=/dev/urandom of=/mnt/boot-vol/later bs=1M count=4 status=none
+umount /mnt/boot-vol
+dmsetup remove bootvol-snap # as a shutdown leaves them
+dmsetup remove bootvol
 boot_img=$(losetup -n -O BACK-FILE "$boot")
 losetup -d "$boot"
 placeholder=$(new_loop 1M) # takes the old name
@@ -135,6 +141,8 @@ on_exit "losetup -d $boot2"
 [ "$boot2" != "$boot" ] || fail "the image came back as $boot"
 "$SNAPMGR" reattach bootvol
 expect_eq "$("$SNAPMGR" --json status bootvol | json_get '["origin"]')" "$boot2" "origin after reattach"
+expect_eq "$(dev_sum /dev/mapper/bootvol-snap)" "$boot_instant" "the held snapshot's image after reattach"
+"$SNAPMGR" release bootvol
 "$SNAPMGR" untrack bootvol --keep-store
 
 log "a release waits for the backup that holds the volume's lock"
