@@ -1,6 +1,7 @@
 # Sourced by the lv_backup_cycle_* scenarios with FSTYPE set: the whole
 # user cycle through snapmgr on a real LVM logical volume that stays mounted
 # and takes writes throughout.
+#  0. a track that fails at the table load leaves everything as it was;
 #  1. track slides the wrapper under the mounted LV while fio writes and
 #     later verifies its data (the filesystem must not notice);
 #  2. snapshot + backup: a full image, equal to the snapshot image device
@@ -11,7 +12,7 @@
 #     the store and the configuration, with the filesystem still mounted.
 : "${FSTYPE:?}"
 
-load_modules
+modprobe dm-mod
 json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d'"$1"')'; }
 
 pv=$(new_loop 512M)
@@ -32,6 +33,15 @@ mkdir -p "$MNT"
 mount "$LV" "$MNT"
 on_exit "umount $MNT"
 table_before=$(dmsetup table vg-lv)
+
+log "a track that fails part way (no cowfile target yet) undoes what it did"
+expect_fail "track without the dm-cowfile module" "$SNAPMGR" -v track "$LV"
+grep -q "creating vg-lv-real" /tmp/expect_fail.out || fail "the failure came before the insertion began"
+expect_eq "$(dmsetup table vg-lv)" "$table_before" "vg-lv's table after the failed track"
+dmsetup info vg-lv-real > /dev/null 2>&1 && fail "vg-lv-real was left behind"
+[ -z "$(ls -A /etc/snapmgr/volumes 2>/dev/null)" ] || fail "a configuration was left behind"
+[ ! -e "$MNT/.snapmgr-vg-lv.store" ] || fail "the store file was left behind"
+load_modules
 
 log "track the mounted LV while fio writes to it"
 fio --name=live --filename="$MNT/fio.dat" --size=48M --bs=4k --rw=randwrite \
