@@ -65,8 +65,14 @@ public:
 		src_ = FileDescriptor(::open(source.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
 		if (!src_.valid())
 			throw_errno(source, "cannot open the snapshot image");
+		// Direct I/O on the image too: a backup streams far more than the
+		// page cache should hold, and buffered writes of it run several
+		// times slower than dd's. Filesystems without O_DIRECT (tmpfs) get
+		// buffered writes.
 		int flags = O_WRONLY | O_CLOEXEC | (fresh ? O_CREAT | O_TRUNC : 0);
-		dst_ = FileDescriptor(::open(image.c_str(), flags, 0600));
+		dst_ = FileDescriptor(::open(image.c_str(), flags | O_DIRECT, 0600));
+		if (!dst_.valid() && errno == EINVAL)
+			dst_ = FileDescriptor(::open(image.c_str(), flags, 0600));
 		if (!dst_.valid())
 			throw_errno(image_name_, "cannot open the backup image");
 		if (fresh && ::fchmod(dst_.get(), 0600) < 0)
@@ -100,6 +106,8 @@ public:
 							     off_t(offset + done));
 					if (w < 0 && errno == EINTR)
 						continue;
+					if (w < 0 && errno == EINVAL && drop_direct_io())
+						continue; // an unaligned tail: buffered
 					if (w < 0)
 						throw_errno(image_name_,
 							    fmt::format("cannot write at byte {}",
@@ -110,6 +118,14 @@ public:
 			offset += n;
 			length -= n;
 		}
+	}
+
+	bool drop_direct_io()
+	{
+		int fl = ::fcntl(dst_.get(), F_GETFL);
+		if (fl < 0 || !(fl & O_DIRECT))
+			return false;
+		return ::fcntl(dst_.get(), F_SETFL, fl & ~O_DIRECT) == 0;
 	}
 
 	void sync()

@@ -1,0 +1,194 @@
+# Runs inside the benchmark VM (bench/run boots it). Disks: vda is the
+# origin every configuration writes to, vdb holds an ext4 filesystem for
+# cowfile stores and backup images, vdc is raw space for the peers' COW and
+# metadata devices. Each configuration is built fresh before each repeat,
+# and the repeats are interleaved. One JSON line per measurement goes to
+# $VM_RESULTS/bench.jsonl.
+. "$SNAPMGR_SOURCE_DIR/tests/vm/lib.sh"
+REPEATS=${BENCH_REPEATS:-3}
+CONFIGS=${BENCH_CONFIGS:-"raw linear cowfile_track cowfile_snap era snapshot thin"}
+STEADY_SECONDS=${BENCH_STEADY_SECONDS:-8}
+CHUNK_SECTORS=128 # 64 KiB for every target
+out=$VM_RESULTS/bench.jsonl
+: > "$out"
+
+load_modules
+modprobe -a dm-snapshot dm-era dm-thin-pool
+ORIGIN=/dev/vda
+OSZ=$(dev_sectors $ORIGIN)
+mkfs.ext4 -q -F -b 4096 /dev/vdb
+mkdir -p /mnt/aux
+mount /dev/vdb /mnt/aux
+on_exit "umount /mnt/aux"
+
+# Block-layer counters of all three disks: reads writes sectors_written flushes.
+counters() {
+	local d
+	for d in vda vdb vdc; do cat /sys/block/$d/stat; done |
+		awk '{ r += $1; w += $5; s += $7; f += $16 } END { print r, w, s, f }'
+}
+
+# ---- configurations: set DEV (what fio writes) and SIZE (bytes) ----
+setup_raw() { DEV=$ORIGIN; }
+setup_linear() {
+	dmsetup create bench --table "0 $OSZ linear $ORIGIN 0"
+	DEV=/dev/mapper/bench
+}
+setup_cowfile_track() {
+	new_store /mnt/aux/bench.store 1300M $ORIGIN $CHUNK_SECTORS > /dev/null
+	dmsetup create bench --table "0 $OSZ cowfile $ORIGIN $STORE_DEV $SB_SECTOR"
+	DEV=/dev/mapper/bench
+}
+setup_cowfile_snap() {
+	setup_cowfile_track
+	dmsetup suspend bench
+	dmsetup message bench 0 snapshot
+	dmsetup resume bench
+	dmsetup create --readonly bench-snap --table "0 $OSZ cowfile-snap $ORIGIN"
+}
+setup_era() {
+	dd if=/dev/zero of=/dev/vdc bs=1M count=8 oflag=direct status=none
+	dmsetup create bench --table "0 $OSZ era /dev/vdc $ORIGIN $CHUNK_SECTORS"
+	DEV=/dev/mapper/bench
+}
+setup_snapshot() {
+	dd if=/dev/zero of=/dev/vdc bs=1M count=8 oflag=direct status=none
+	dmsetup create bench-cow --table "0 $(dev_sectors /dev/vdc) linear /dev/vdc 0"
+	dmsetup create bench --table "0 $OSZ snapshot-origin $ORIGIN"
+	dmsetup create bench-snap --table "0 $OSZ snapshot $ORIGIN /dev/mapper/bench-cow P $CHUNK_SECTORS"
+	DEV=/dev/mapper/bench
+}
+# dm-thin's data device is the origin disk; the thin volume is half of it so
+# that breaking sharing after the snapshot has free blocks to go to.
+setup_thin() {
+	dd if=/dev/zero of=/dev/vdc bs=1M count=8 oflag=direct status=none
+	dmsetup create bench-tmeta --table "0 131072 linear /dev/vdc 0"
+	dmsetup create bench-pool --table "0 $OSZ thin-pool /dev/mapper/bench-tmeta $ORIGIN $CHUNK_SECTORS 0 1 skip_block_zeroing"
+	dmsetup message bench-pool 0 "create_thin 0"
+	dmsetup create bench --table "0 $((OSZ / 2)) thin /dev/mapper/bench-pool 0"
+	dd if=/dev/zero of=/dev/mapper/bench bs=1M oflag=direct status=none 2>/dev/null || true
+	dmsetup suspend bench
+	dmsetup message bench-pool 0 "create_snap 1 0"
+	dmsetup resume bench
+	DEV=/dev/mapper/bench
+}
+teardown() {
+	local d
+	dmsetup remove bench-snap 2> /dev/null || true
+	if dmsetup table bench 2> /dev/null | grep -q ' cowfile '; then
+		[ "$(status_field bench 8)" = none ] || dmsetup message bench 0 release
+	fi
+	for d in bench bench-pool bench-tmeta bench-cow; do
+		dmsetup remove $d 2> /dev/null || true
+	done
+	[ ! -e /mnt/aux/bench.store ] || "$COWFILE_STORE" destroy /mnt/aux/bench.store
+	sync
+	echo 3 > /proc/sys/vm/drop_caches
+}
+
+# Copy-on-write space used so far, in bytes (0 where there is none).
+cow_bytes() {
+	case $1 in
+	cowfile_snap) echo $(( $(status_field bench 7 | cut -d/ -f1) * CHUNK_SECTORS * 512 )) ;;
+	snapshot) dmsetup status bench-snap | awk '{ split($4, a, "/"); print a[1] * 512 }' ;;
+	*) echo 0 ;;
+	esac
+}
+
+# run_fio CONFIG REPEAT WORKLOAD FIO_ARGS...: one measurement, one JSON line.
+run_fio() {
+	local config=$1 repeat=$2 workload=$3
+	shift 3
+	local before after cow0 cow1
+	sync
+	before=$(counters)
+	cow0=$(cow_bytes "$config")
+	fio --name="$workload" --ioengine=libaio --direct=1 --output-format=json \
+		--output=/tmp/fio.json "$@"
+	after=$(counters)
+	cow1=$(cow_bytes "$config")
+	python3 - "$config" "$repeat" "$workload" "$before" "$after" $((cow1 - cow0)) >> "$out" <<'PY'
+import json, sys
+config, repeat, workload, before, after, cow = sys.argv[1:7]
+j = json.load(open("/tmp/fio.json"))["jobs"][0]
+# Latency of the writes when there are any (the reads of a mixed job are in
+# the totals); amplification per user I/O of either kind.
+side = "write" if j["write"]["total_ios"] else "read"
+s = dict(j[side])
+for key in ("iops", "bw_bytes", "io_bytes", "total_ios"):
+    s[key] = j["read"][key] + j["write"][key]
+b = [int(x) for x in before.split()]
+a = [int(x) for x in after.split()]
+ios = max(s["total_ios"], 1)
+pct = s["clat_ns"].get("percentile", {})
+print(json.dumps({
+    "config": config, "repeat": int(repeat), "workload": workload,
+    "iops": s["iops"], "mb_s": s["bw_bytes"] / 1e6,
+    "p50_us": pct.get("50.000000", 0) / 1000, "p99_us": pct.get("99.000000", 0) / 1000,
+    "ios": s["total_ios"],
+    "reads_per_io": (a[0] - b[0]) / ios, "writes_per_io": (a[1] - b[1]) / ios,
+    "kib_written_per_io": (a[2] - b[2]) / 2 / ios, "flushes_per_io": (a[3] - b[3]) / ios,
+    "cow_bytes_per_byte": int(cow) / max(s["io_bytes"], 1),
+}))
+PY
+	tail -n 1 "$out"
+}
+
+for repeat in $(seq 1 "$REPEATS"); do
+	for config in $CONFIGS; do
+		log "repeat $repeat: $config"
+		"setup_$config"
+		size=$(($(dev_sectors "$DEV") * 512))
+		# First pass: 4 KiB at the start of every 64 KiB chunk, once each.
+		run_fio "$config" "$repeat" first_write_qd16 --filename="$DEV" --rw=write:60k \
+			--bs=4k --iodepth=16 --size=$size --io_size=$((size / 16))
+		# Steady state: every chunk is marked (and copied) already.
+		run_fio "$config" "$repeat" randwrite_qd16 --filename="$DEV" --rw=randwrite \
+			--bs=4k --iodepth=16 --size=$size --time_based --runtime="$STEADY_SECONDS"
+		run_fio "$config" "$repeat" randwrite_qd1 --filename="$DEV" --rw=randwrite \
+			--bs=4k --iodepth=1 --size=$size --time_based --runtime="$STEADY_SECONDS"
+		run_fio "$config" "$repeat" seqwrite_64k --filename="$DEV" --rw=write \
+			--bs=64k --iodepth=4 --size=$size --time_based --runtime="$STEADY_SECONDS"
+		run_fio "$config" "$repeat" mixed_70r_qd16 --filename="$DEV" --rw=randrw \
+			--rwmixread=70 --bs=4k --iodepth=16 --size=$size --time_based \
+			--runtime="$STEADY_SECONDS"
+		if [ "$config" = cowfile_snap ]; then
+			run_fio "$config" "$repeat" randread_origin --filename="$DEV" --rw=randread \
+				--bs=4k --iodepth=16 --size=$size --time_based --runtime="$STEADY_SECONDS"
+			run_fio "$config" "$repeat" randread_image --filename=/dev/mapper/bench-snap \
+				--rw=randread --bs=4k --iodepth=16 --size=$size --time_based \
+				--runtime="$STEADY_SECONDS"
+		fi
+		teardown
+	done
+done
+
+# ---- snapmgr backup: full, then incremental with 10% of the chunks changed ----
+log "backup timings"
+fill_random $ORIGIN
+"$SNAPMGR" track $ORIGIN --name bvol --store /mnt/aux/bvol.store --store-size 300M > /dev/null
+on_exit "$SNAPMGR untrack bvol > /dev/null 2>&1 || true"
+"$SNAPMGR" snapshot bvol > /dev/null
+# timed CMD...: seconds CMD took; its output goes to /tmp/timed.out.
+timed() {
+	python3 -c 'import subprocess, sys, time
+t = time.monotonic()
+subprocess.run(sys.argv[1:], check=True, stdout=open("/tmp/timed.out", "w"))
+print(round(time.monotonic() - t, 3))' "$@"
+}
+t_full=$(timed "$SNAPMGR" --json backup bvol /mnt/aux/bvol.img)
+full_bytes=$(python3 -c 'import json; print(json.load(open("/tmp/timed.out"))["copied_bytes"])')
+t_dd=$(timed dd if=/dev/mapper/bvol-snap of=/mnt/aux/dd.img bs=1M iflag=direct oflag=direct status=none)
+rm -f /mnt/aux/dd.img
+"$SNAPMGR" release bvol > /dev/null
+# 4 KiB into every tenth 64 KiB chunk.
+fio --name=tenth --filename=/dev/mapper/bvol --rw=write:636k --bs=4k --iodepth=16 \
+	--ioengine=libaio --direct=1 --size=$((OSZ * 512)) --io_size=$((OSZ * 512 / 160)) \
+	--output=/dev/null
+"$SNAPMGR" snapshot bvol > /dev/null
+t_incr=$(timed "$SNAPMGR" --json backup bvol /mnt/aux/bvol.img)
+incr_bytes=$(python3 -c 'import json; print(json.load(open("/tmp/timed.out"))["copied_bytes"])')
+expect_eq "$(dev_sum /mnt/aux/bvol.img)" "$(dev_sum /dev/mapper/bvol-snap)" "incremental image equals the snapshot"
+"$SNAPMGR" release bvol > /dev/null
+echo "{\"config\": \"backup\", \"full_s\": $t_full, \"full_bytes\": $full_bytes, \"dd_s\": $t_dd, \"incremental_s\": $t_incr, \"incremental_bytes\": $incr_bytes}" >> "$out"
+tail -n 1 "$out"

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Turns bench.jsonl (one line per measurement) into the markdown report:
+medians, ratios to dm-linear (and to dm-snapshot for the snapshot
+configurations) paired by repeat, I/O amplification from the block-layer
+counters, and the targets of issue 8 checked against the numbers."""
+import argparse
+import datetime
+import json
+import statistics
+from collections import defaultdict
+
+LABEL = {
+    "raw": "raw virtio disk",
+    "linear": "dm-linear",
+    "cowfile_track": "cowfile, tracking only",
+    "cowfile_snap": "cowfile, snapshot held (store on a 2nd disk)",
+    "era": "dm-era (tracking peer)",
+    "snapshot": "dm-snapshot persistent (classic LVM)",
+    "thin": "dm-thin, after a snapshot",
+}
+WORKLOADS = ["first_write_qd16", "randwrite_qd16", "randwrite_qd1", "seqwrite_64k", "mixed_70r_qd16"]
+
+
+def spread(values):
+    values = sorted(values)
+    return f"{values[0]:.2f} / **{statistics.median(values):.2f}** / {values[-1]:.2f}"
+
+
+def paired_ratios(runs, config, base, workload):
+    a = {r["repeat"]: r["iops"] for r in runs[(config, workload)]}
+    b = {r["repeat"]: r["iops"] for r in runs[(base, workload)]}
+    return [a[k] / b[k] for k in a if k in b and b[k]]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("jsonl")
+    ap.add_argument("--kernel", default="?")
+    ap.add_argument("--machine", default="?")
+    args = ap.parse_args()
+    runs = defaultdict(list)
+    backup = None
+    for line in open(args.jsonl):
+        rec = json.loads(line)
+        if rec["config"] == "backup":
+            backup = rec
+        else:
+            runs[(rec["config"], rec["workload"])].append(rec)
+    configs = [c for c in LABEL if any(k[0] == c for k in runs)]
+    repeats = max((r["repeat"] for v in runs.values() for r in v), default=0)
+
+    print(f"# Benchmark run {datetime.date.today()}\n")
+    print(f"Kernel {args.kernel}; {args.machine}; {repeats} interleaved repeats; 1 GiB origin on a "
+          "virtio disk backed by a host file (cache=none); 64 KiB chunks for every target; "
+          "fio libaio, direct I/O. Ratios are paired by repeat, shown min / **median** / max. "
+          "Amplification counts are device I/Os per user I/O, summed over all three disks.\n")
+    for w in WORKLOADS:
+        print(f"## {w}\n")
+        print("| target | IOPS (median) | vs dm-linear | vs dm-snapshot | p50 µs | p99 µs | "
+              "reads/io | writes/io | KiB written/io | flushes/io | COW bytes/byte |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for c in configs:
+            rs = runs.get((c, w))
+            if not rs:
+                continue
+            med = lambda k: statistics.median(r[k] for r in rs)
+            vs_linear = spread(paired_ratios(runs, c, "linear", w)) if ("linear", w) in runs else "-"
+            vs_snap = (spread(paired_ratios(runs, c, "snapshot", w))
+                       if c in ("cowfile_snap", "thin") and ("snapshot", w) in runs else "-")
+            print(f"| {LABEL[c]} | {med('iops'):,.0f} | {vs_linear} | {vs_snap} | "
+                  f"{med('p50_us'):.0f} | {med('p99_us'):.0f} | {med('reads_per_io'):.2f} | "
+                  f"{med('writes_per_io'):.2f} | {med('kib_written_per_io'):.1f} | "
+                  f"{med('flushes_per_io'):.3f} | {med('cow_bytes_per_byte'):.1f} |")
+        print()
+
+    origin = runs.get(("cowfile_snap", "randread_origin"), [])
+    image = runs.get(("cowfile_snap", "randread_image"), [])
+    ratios = []
+    if origin and image:
+        o = {r["repeat"]: r["iops"] for r in origin}
+        ratios = [r["iops"] / o[r["repeat"]] for r in image if o.get(r["repeat"])]
+        print("## Snapshot image reads\n")
+        print(f"4 KiB random read QD16 on the image vs the origin: {spread(ratios)} "
+              f"(origin median {statistics.median(o.values()):,.0f} IOPS)\n")
+
+    if backup:
+        print("## snapmgr backup\n")
+        print("| what | seconds | bytes copied |")
+        print("|---|---|---|")
+        print(f"| full backup | {backup['full_s']:.2f} | {backup['full_bytes']:,} |")
+        print(f"| dd of the same image | {backup['dd_s']:.2f} | {backup['full_bytes']:,} |")
+        print(f"| incremental, 10% of chunks changed | {backup['incremental_s']:.2f} | "
+              f"{backup['incremental_bytes']:,} |")
+        print()
+
+    print("## Targets\n")
+    def target(name, values, goal):
+        if not values:
+            print(f"- {name}: not measured")
+            return
+        m = statistics.median(values)
+        print(f"- {name}: {m:.2f} (goal {goal}) {'met' if eval(f'{m} {goal}') else 'MISSED'}")
+    target("tracking only, steady 4K randwrite QD16 vs dm-linear",
+           paired_ratios(runs, "cowfile_track", "linear", "randwrite_qd16"), ">= 0.95")
+    target("tracking only, first writes vs dm-era",
+           paired_ratios(runs, "cowfile_track", "era", "first_write_qd16"), ">= 1.0")
+    target("snapshot held, first writes QD16 vs dm-snapshot",
+           paired_ratios(runs, "cowfile_snap", "snapshot", "first_write_qd16"), ">= 2.0")
+    target("snapshot held, first writes QD16 vs dm-thin",
+           paired_ratios(runs, "cowfile_snap", "thin", "first_write_qd16"), ">= 1.0")
+    target("image reads vs origin reads", ratios, ">= 0.9")
+    if backup:
+        target("incremental (10%) vs full backup time", [backup["incremental_s"] / backup["full_s"]],
+               "<= 0.15")
+
+
+if __name__ == "__main__":
+    main()
