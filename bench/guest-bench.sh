@@ -7,6 +7,7 @@
 . "$SNAPMGR_SOURCE_DIR/tests/vm/lib.sh"
 REPEATS=${BENCH_REPEATS:-3}
 CONFIGS=${BENCH_CONFIGS:-"raw linear cowfile_track cowfile_snap era snapshot thin"}
+[ "$CONFIGS" = none ] && CONFIGS="" # the backup timings only
 STEADY_SECONDS=${BENCH_STEADY_SECONDS:-8}
 CHUNK_SECTORS=128 # 64 KiB for every target
 out=$VM_RESULTS/bench.jsonl

@@ -5,6 +5,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <thread>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -27,6 +31,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::size_t copy_buffer_bytes = 1 << 20;
+constexpr std::uint64_t copy_piece_bytes = 4 << 20;
+constexpr unsigned copy_threads = 8;
 
 void write_image_record(const fs::path &image, const ImageRecord &record)
 {
@@ -60,7 +66,7 @@ bool all_zero(const std::uint8_t *p, std::size_t n)
 class Copier {
 public:
 	Copier(const std::string &source, const fs::path &image, bool fresh)
-		: source_name_(source), image_name_(image.string()), buffer_(copy_buffer_bytes)
+		: source_name_(source), image_name_(image.string())
 	{
 		src_ = FileDescriptor(::open(source.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
 		if (!src_.valid())
@@ -87,11 +93,12 @@ public:
 	}
 
 	// A fresh image starts as a hole, so zero blocks need not be written.
-	void copy(std::uint64_t offset, std::uint64_t length)
+	// Safe to call from several threads at once, each with its own buffer.
+	void copy(std::uint64_t offset, std::uint64_t length, AlignedBuffer &buffer)
 	{
 		while (length) {
-			std::size_t n = std::size_t(std::min<std::uint64_t>(length, buffer_.size()));
-			ssize_t got = ::pread(src_.get(), buffer_.data(), n, off_t(offset));
+			std::size_t n = std::size_t(std::min<std::uint64_t>(length, buffer.size()));
+			ssize_t got = ::pread(src_.get(), buffer.data(), n, off_t(offset));
 			if (got < 0 && errno == EINTR)
 				continue;
 			if (got <= 0) {
@@ -100,9 +107,9 @@ public:
 				throw_errno(source_name_, fmt::format("cannot read at byte {}", offset));
 			}
 			n = std::size_t(got);
-			if (!(fresh_ && all_zero(buffer_.data(), n))) {
+			if (!(fresh_ && all_zero(buffer.data(), n))) {
 				for (std::size_t done = 0; done < n;) {
-					ssize_t w = ::pwrite(dst_.get(), buffer_.data() + done, n - done,
+					ssize_t w = ::pwrite(dst_.get(), buffer.data() + done, n - done,
 							     off_t(offset + done));
 					if (w < 0 && errno == EINTR)
 						continue;
@@ -122,6 +129,7 @@ public:
 
 	bool drop_direct_io()
 	{
+		std::lock_guard guard(direct_io_lock_);
 		int fl = ::fcntl(dst_.get(), F_GETFL);
 		if (fl < 0 || !(fl & O_DIRECT))
 			return false;
@@ -137,11 +145,55 @@ public:
 private:
 	std::string source_name_;
 	std::string image_name_;
-	AlignedBuffer buffer_;
 	FileDescriptor src_;
 	FileDescriptor dst_;
 	bool fresh_ = false;
+	std::mutex direct_io_lock_;
 };
+
+// Copies the ranges with several reads and writes in flight: an incremental
+// backup is thousands of small ranges, and one at a time it waits out every
+// device round trip. Ranges are cut into pieces so a full copy spreads too.
+void copy_ranges(Copier &copier, const std::vector<ByteRange> &ranges, std::uint64_t total,
+		 const std::function<void(std::uint64_t, std::uint64_t)> &progress)
+{
+	std::vector<ByteRange> pieces;
+	for (const auto &r : ranges)
+		for (std::uint64_t at = 0; at < r.length; at += copy_piece_bytes)
+			pieces.push_back({r.start + at, std::min(copy_piece_bytes, r.length - at)});
+	std::atomic<std::size_t> next{0};
+	std::mutex lock;
+	std::uint64_t done = 0;
+	std::exception_ptr failure;
+	auto worker = [&] {
+		AlignedBuffer buffer(copy_buffer_bytes);
+		for (;;) {
+			std::size_t i = next++;
+			if (i >= pieces.size())
+				return;
+			try {
+				copier.copy(pieces[i].start, pieces[i].length, buffer);
+			} catch (...) {
+				std::lock_guard guard(lock);
+				if (!failure)
+					failure = std::current_exception();
+				next = pieces.size(); // the others stop too
+				return;
+			}
+			std::lock_guard guard(lock);
+			done += pieces[i].length;
+			if (progress)
+				progress(done, total);
+		}
+	};
+	{
+		std::vector<std::jthread> threads;
+		for (unsigned t = 0; t < copy_threads; t++)
+			threads.emplace_back(worker);
+	}
+	if (failure)
+		std::rethrow_exception(failure);
+}
 
 } // namespace
 
@@ -249,13 +301,7 @@ BackupResult backup(const std::string &name, const fs::path &image, const Backup
 		write_image_record(image, rec);
 		copier.set_size(ch.size_bytes);
 	}
-	std::uint64_t done = 0;
-	for (const auto &r : ranges) {
-		copier.copy(r.start, r.length);
-		done += r.length;
-		if (options.progress)
-			options.progress(done, total);
-	}
+	copy_ranges(copier, ranges, total, options.progress);
 	copier.sync();
 	result.copied_bytes = total;
 	rec.complete = true;
