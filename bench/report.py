@@ -50,10 +50,13 @@ def main():
     repeats = max((r["repeat"] for v in runs.values() for r in v), default=0)
 
     print(f"# Benchmark run {datetime.date.today()}\n")
-    print(f"Kernel {args.kernel}; {args.machine}; {repeats} interleaved repeats; 1 GiB origin on a "
-          "virtio disk backed by a host file (cache=none); 64 KiB chunks for every target; "
-          "fio libaio, direct I/O. Ratios are paired by repeat, shown min / **median** / max. "
-          "Amplification counts are device I/Os per user I/O, summed over all three disks.\n")
+    if not repeats:
+        print(f"Kernel {args.kernel}; {args.machine}; snapmgr backup timings only.\n")
+    else:
+        print(f"Kernel {args.kernel}; {args.machine}; {repeats} interleaved repeats; 1 GiB origin on a "
+              "virtio disk backed by a host file (cache=none); 64 KiB chunks for every target; "
+              "fio libaio, direct I/O. Ratios are paired by repeat, shown min / **median** / max. "
+              "Amplification counts are device I/Os per user I/O, summed over all three disks.\n")
     for w in WORKLOADS:
         print(f"## {w}\n")
         print("| target | IOPS (median) | vs dm-linear | vs dm-snapshot | p50 µs | p99 µs | "
