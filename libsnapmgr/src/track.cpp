@@ -163,6 +163,24 @@ BlockDevice find_plain_device(const VolumeConfig &c)
 				      c.device_fs_uuid.empty() ? "(none recorded)" : c.device_fs_uuid));
 }
 
+// The kernel writes a store below the filesystem; through another volume's
+// wrapper those writes would be tracked and copied there, and snapshotting
+// both at once would wait on itself.
+void refuse_store_on_other_volume(const std::filesystem::path &store, const BlockDevice &volume)
+{
+	auto dir = store.parent_path();
+	MountedOn m = mount_of(dir.empty() ? "." : dir.string());
+	if (m.major == volume.major && m.minor == volume.minor)
+		return;
+	BlockDevice holder = probe_device(m.major, m.minor);
+	if (holder.dm && attached_table(holder.dm->name))
+		throw UsageError(store.string(), EINVAL,
+				 fmt::format("{} would live on {}, another tracked volume; put the "
+					     "store on the volume it serves or on a filesystem that "
+					     "is not tracked",
+					     store.string(), holder.path));
+}
+
 struct Plan {
 	BlockDevice device;
 	VolumeConfig config;
@@ -221,6 +239,7 @@ Plan plan_track(const TrackOptions &options, bool blank)
 					     d.path));
 	c.store = options.store ? *options.store : store_path_on(d, c.name);
 	c.device_fs_uuid = d.fs_uuid;
+	refuse_store_on_other_volume(c.store, d);
 	return plan;
 }
 

@@ -81,6 +81,8 @@ tmpfs_dir=$(mktemp -d /dev/shm/st.XXXX)
 spare=$(new_loop 64M)
 expect_fail "store on tmpfs" "$SNAPMGR" track "$spare" --name spare --store "$tmpfs_dir/s.store"
 [ ! -e "$tmpfs_dir/s.store" ] || fail "a refused store file was left behind"
+expect_fail "store on another tracked volume" "$SNAPMGR" track "$spare" --name spare --store /mnt/data/s.store
+[ ! -e /mnt/data/s.store ] || fail "a refused store file was left on another tracked volume"
 expect_fail "track a character device" "$SNAPMGR" track /dev/null
 btrfs_dev=$(new_loop 128M)
 mkfs.btrfs -q "$btrfs_dev"
