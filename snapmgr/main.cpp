@@ -58,6 +58,7 @@ int main(int argc, char **argv)
 	add_changes(app, ctx);
 	add_backup(app, ctx);
 	add_grow(app, ctx);
+	add_wait(app, ctx);
 
 	try {
 		app.parse(argc, argv);

@@ -140,6 +140,7 @@ std::optional<Info> info(const std::string &name)
 	out.live_table = i.live_table;
 	out.inactive_table = i.inactive_table;
 	out.open_count = i.open_count;
+	out.event_nr = i.event_nr;
 	if (const char *uuid = dm_task_get_uuid(task.get()))
 		out.uuid = uuid;
 	return out;
@@ -211,6 +212,14 @@ void remove(const std::string &name)
 	// udev's blkid probe may hold the device for a moment after a change.
 	dm_task_retry_remove(task.get());
 	task.run(true);
+}
+
+void wait_event(const std::string &name, std::uint32_t event_nr)
+{
+	Task task(DM_DEVICE_WAITEVENT, name, "wait for an event");
+	if (!dm_task_set_event_nr(task.get(), event_nr))
+		task.fail(EINVAL);
+	task.run();
 }
 
 std::string message(const std::string &name, const std::string &text)

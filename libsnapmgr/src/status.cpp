@@ -97,6 +97,17 @@ VolumeStatus status(const std::string &name)
 	return s;
 }
 
+VolumeStatus wait_for_event(const std::string &name)
+{
+	check_volume_name(name);
+	auto info = dm::info(name);
+	if (!info || !attached_table(name))
+		throw UsageError(name, ENODEV,
+				 fmt::format("{} is not an attached cowfile volume (snapmgr list)", name));
+	dm::wait_event(name, info->event_nr);
+	return status(name);
+}
+
 std::vector<VolumeStatus> list()
 {
 	std::set<std::string> names;

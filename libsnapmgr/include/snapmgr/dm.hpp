@@ -36,6 +36,7 @@ struct Info {
 	bool live_table = false;
 	bool inactive_table = false;
 	int open_count = 0;
+	std::uint32_t event_nr = 0; // dm events the device has raised
 	std::string uuid;
 };
 
@@ -60,6 +61,9 @@ struct SuspendMode {
 void suspend(const std::string &name, SuspendMode mode = {});
 void resume(const std::string &name);
 void remove(const std::string &name);
+// Blocks until the device raises a dm event after the event_nr'th (returns
+// at once when it already has).
+void wait_event(const std::string &name, std::uint32_t event_nr);
 // Sends a target message to sector 0; returns the target's reply, if any.
 std::string message(const std::string &name, const std::string &text);
 

@@ -126,6 +126,11 @@ VolumeStatus status(const std::string &name);
 // Every configured volume and every cowfile device, sorted by name.
 std::vector<VolumeStatus> list();
 
+// Waits for the volume's next dm event (a snapshot taken, released or
+// invalidated, the store past its low water mark, tracking lost, a new
+// generation) and returns the status after it. Holds no lock while it waits.
+VolumeStatus wait_for_event(const std::string &name);
+
 // "GENERATION:EPOCH", the position a backup was taken at.
 struct Position {
 	Uuid generation{};

@@ -1,6 +1,7 @@
 # snapmgr grow while a snapshot is held: a store too small for the writes
 # that follow is grown live, the snapshot stays valid and its image keeps
 # reading the instant. A refused grow leaves the store file as it was.
+# snapmgr wait returns on the volume's next dm event.
 . "$(dirname "$0")/../lib.sh"
 load_modules
 json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d'"$1"')'; }
@@ -48,6 +49,14 @@ expect_fail "grow past the free space" "$SNAPMGR" grow data 1G
 expect_eq "$(stat -c %s /mnt/stores/data.store)" $(((2 + 32) << 20)) "store file size after refusals"
 lsattr /mnt/stores/data.store | grep -q -- '-i-' || fail "store not pinned after refusals"
 
+log "snapmgr wait blocks until the next event (here: the release)"
+"$SNAPMGR" --json wait data > /tmp/wait.json &
+wait_pid=$!
+sleep 2
+kill -0 $wait_pid 2>/dev/null || fail "wait returned before any event"
 "$SNAPMGR" release data
+timeout 60 tail --pid=$wait_pid -f /dev/null || fail "wait did not return after the release"
+wait $wait_pid || fail "wait failed"
+expect_eq "$(json_get '["snapshot"]' < /tmp/wait.json)" none "snapshot state wait reports"
 umount /mnt/data
 "$SNAPMGR" untrack data
