@@ -10,6 +10,7 @@ libgtest-dev googletest
 linux-image-amd64 linux-headers-amd64 kmod dwarves sparse
 qemu-system-x86 busybox-static cpio zstd debootstrap scdoc groff-base
 dmsetup lvm2 thin-provisioning-tools e2fsprogs xfsprogs btrfs-progs fio util-linux
+dracut-core udev fdisk
 "
 
 missing=""

@@ -22,7 +22,7 @@ const std::map<std::string, Field> &fields()
 {
 	static const std::map<std::string, Field> table = {
 		{"name", {"Volume", "volume name", [](auto &s, char) { return s.name; }}},
-		{"state", {"State", "tracking, lost, next_boot or detached",
+		{"state", {"State", "tracking, lost, next_boot, detached or given_back",
 			   [](auto &s, char) { return std::string(to_string(s.state)); }}},
 		{"device", {"Device", "the tracked device", [](auto &s, char) { return or_dash(s.device); }}},
 		{"origin", {"Origin", "the device under the wrapper",
@@ -148,7 +148,8 @@ json to_json(const VolumeStatus &s)
 		  {"store", s.config.store.string()},
 		  {"store_bytes", s.store_bytes},
 		  {"store_copy_bytes", s.store_slot_bytes},
-		  {"store_used_bytes", s.store_used_bytes}};
+		  {"store_used_bytes", s.store_used_bytes},
+		  {"attach_error", s.attach_error}};
 	if (s.kernel) {
 		const CowfileStatus &k = *s.kernel;
 		j["generation"] = k.generation;
@@ -203,6 +204,8 @@ void add_status(CLI::App &app, Context &ctx)
 					      "store", "store_size", "store_used"})
 				fmt::print("{:<11} {}\n", std::string(fields().at(f).heading) + ":",
 					   fields().at(f).value(s, 'h'));
+			if (!s.attach_error.empty())
+				fmt::print("{:<11} {}\n", "Given back:", s.attach_error);
 			return exit_ok;
 		};
 	});

@@ -4,6 +4,8 @@
 
 #include <memory>
 
+#include "snapmgr/boot.hpp"
+
 namespace snapmgr::cli {
 
 namespace {
@@ -148,18 +150,25 @@ void add_reattach(CLI::App &app, Context &ctx)
 	struct Args {
 		std::vector<std::string> names;
 		bool all = false;
+		bool boot = false;
 	};
 	auto args = std::make_shared<Args>();
 	auto cmd = app.add_subcommand("reattach",
 				      "Attach configured volumes again (at boot, or after a failure)");
 	auto names = cmd->add_option("VOLUME", args->names, "Volume names");
 	auto all = cmd->add_flag("-a,--all", args->all, "Every configured volume");
+	cmd->add_flag("--boot", args->boot,
+		      "As boot does: give a volume that cannot be attached back unwrapped, its "
+		      "generation marked lost");
 	names->excludes(all);
 	cmd->callback([&ctx, args] {
 		ctx.run = [&ctx, args] {
 			if (!args->all && args->names.empty())
 				throw UsageError("reattach", EINVAL, "name volumes, or give --all");
-			auto results = reattach(args->names, ctx.logger());
+			ReattachOptions options;
+			options.give_back = args->boot;
+			options.log = ctx.logger();
+			auto results = reattach(args->names, options);
 			int rc = exit_ok;
 			json out = json::array();
 			for (const auto &r : results) {
@@ -169,6 +178,7 @@ void add_reattach(CLI::App &app, Context &ctx)
 					json j = r.result ? to_json(*r.result)
 							  : json{{"name", r.name}};
 					j["error"] = r.error;
+					j["given_back"] = r.given_back;
 					out.push_back(j);
 				} else if (r.result) {
 					report(*r.result, ctx);
@@ -179,6 +189,25 @@ void add_reattach(CLI::App &app, Context &ctx)
 			if (ctx.as_json)
 				ctx.print_json(out);
 			return rc;
+		};
+	});
+}
+
+// For udev rules: prints the udev properties of a device that a configured
+// volume names (snapmgr(8), udev-claim); prints nothing for any other device.
+void add_udev_claim(CLI::App &app, Context &ctx)
+{
+	auto devnode = std::make_shared<std::string>();
+	auto cmd = app.add_subcommand("udev-claim",
+				      "For udev rules: the volume a device belongs to, as udev "
+				      "properties");
+	cmd->add_option("DEVICE", *devnode, "The device node udev handles")->required();
+	cmd->callback([&ctx, devnode] {
+		ctx.run = [devnode] {
+			if (auto c = udev_claim(*devnode))
+				fmt::print("SNAPMGR_VOLUME={}\nSNAPMGR_CLAIM={}\nSNAPMGR_ATTACHED={}\n",
+					   c->volume, c->claim ? 1 : 0, c->attached ? 1 : 0);
+			return exit_ok;
 		};
 	});
 }

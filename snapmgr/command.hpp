@@ -42,6 +42,7 @@ void add_track(CLI::App &app, Context &ctx);
 void add_create(CLI::App &app, Context &ctx);
 void add_untrack(CLI::App &app, Context &ctx);
 void add_reattach(CLI::App &app, Context &ctx);
+void add_udev_claim(CLI::App &app, Context &ctx);
 void add_snapshot(CLI::App &app, Context &ctx);
 void add_release(CLI::App &app, Context &ctx);
 void add_reset(CLI::App &app, Context &ctx);

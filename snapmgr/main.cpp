@@ -50,6 +50,7 @@ int main(int argc, char **argv)
 	add_create(app, ctx);
 	add_untrack(app, ctx);
 	add_reattach(app, ctx);
+	add_udev_claim(app, ctx);
 	add_snapshot(app, ctx);
 	add_release(app, ctx);
 	add_reset(app, ctx);

@@ -39,13 +39,13 @@ fs::path volumes_dir() { return config_dir() / "volumes"; }
 
 fs::path config_path(const std::string &name) { return volumes_dir() / (name + ".conf"); }
 
+} // namespace
+
 fs::path run_dir()
 {
 	const char *dir = std::getenv("SNAPMGR_RUN_DIR");
 	return dir && *dir ? fs::path(dir) : fs::path("/run/snapmgr");
 }
-
-} // namespace
 
 std::string_view to_string(AttachMode mode) noexcept
 {

@@ -163,6 +163,22 @@ std::vector<std::string> list()
 	return names;
 }
 
+bool has_target(const std::string &type)
+{
+	Task task(DM_DEVICE_LIST_VERSIONS, "", "target list");
+	task.run();
+	dm_versions *v = dm_task_get_versions(task.get());
+	if (!v)
+		return false;
+	for (;;) {
+		if (type == v->name)
+			return true;
+		if (!v->next)
+			return false;
+		v = reinterpret_cast<dm_versions *>(reinterpret_cast<char *>(v) + v->next);
+	}
+}
+
 Table table(const std::string &name) { return query(name, DM_DEVICE_TABLE, "table"); }
 Table status(const std::string &name) { return query(name, DM_DEVICE_STATUS, "status"); }
 

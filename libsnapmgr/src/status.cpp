@@ -12,6 +12,7 @@
 #include "snapmgr/device.hpp"
 #include "snapmgr/dm.hpp"
 #include "snapmgr/error.hpp"
+#include "snapmgr/boot.hpp"
 #include "volume_devices.hpp"
 
 namespace snapmgr {
@@ -25,6 +26,8 @@ std::string_view to_string(VolumeState state) noexcept
 		return "lost";
 	case VolumeState::next_boot:
 		return "next_boot";
+	case VolumeState::given_back:
+		return "given_back";
 	case VolumeState::detached:
 		break;
 	}
@@ -93,6 +96,10 @@ VolumeStatus status(const std::string &name)
 		s.state = d.mountpoints.empty() ? VolumeState::detached : VolumeState::next_boot;
 	} catch (const Error &) {
 		s.state = VolumeState::detached;
+	}
+	if (auto why = given_back_reason(name)) {
+		s.state = VolumeState::given_back;
+		s.attach_error = *why;
 	}
 	return s;
 }

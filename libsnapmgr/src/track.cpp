@@ -12,6 +12,7 @@
 
 #include <fmt/core.h>
 
+#include "snapmgr/boot.hpp"
 #include "snapmgr/device.hpp"
 #include "snapmgr/dm.hpp"
 #include "snapmgr/error.hpp"
@@ -92,6 +93,25 @@ void verify_store(const VolumeConfig &config, const std::string &device_path)
 				    format_uuid(config.store_uuid), config.name));
 }
 
+// A table load fails with EINVAL alone when the kernel has no cowfile
+// target (the device-mapper core tried to load dm-cowfile and could not):
+// say so instead.
+[[noreturn]] void explain_missing_target(const DeviceError &e)
+{
+	bool missing = false;
+	try {
+		missing = !dm::has_target(COWFILE_TARGET_NAME);
+	} catch (const Error &) {
+	}
+	if (missing)
+		throw DeviceError(e.object(), ENOPKG,
+				  fmt::format("the kernel has no cowfile target: the dm-cowfile "
+					      "module is not installed for this kernel or cannot "
+					      "be loaded ({})",
+					      e.what()));
+	throw e;
+}
+
 // Live insertion under dm volume `name`: <name>-real takes the current
 // table, and <name> gets a cowfile table over it, swapped in while the
 // device is suspended (which freezes its filesystem). Nothing is unmounted.
@@ -117,7 +137,11 @@ void insert_wrapper(const VolumeConfig &config, const Logger &log)
 
 	const CowfileTable table = make_table(config, sectors, dm::device_number(real));
 	say(log, fmt::format("loading cowfile over {} into {}", real, name));
-	dm::load(name, {table.target()});
+	try {
+		dm::load(name, {table.target()});
+	} catch (const DeviceError &e) {
+		explain_missing_target(e);
+	}
 	rollback.add(fmt::format("clear the new table of {}", name), [&] { dm::clear(name); });
 
 	say(log, fmt::format("suspending {} (its filesystem is frozen)", name));
@@ -132,7 +156,11 @@ void create_wrapper(const VolumeConfig &config, const BlockDevice &device, const
 {
 	const CowfileTable table = make_table(config, device.sectors(), device.number());
 	say(log, fmt::format("creating {} over {}", dm::device_path(config.name), device.path));
-	dm::create(config.name, dm_uuid(config.store_uuid), {table.target()});
+	try {
+		dm::create(config.name, dm_uuid(config.store_uuid), {table.target()});
+	} catch (const DeviceError &e) {
+		explain_missing_target(e);
+	}
 }
 
 std::filesystem::path store_path_on(const BlockDevice &device, const std::string &name)
@@ -181,6 +209,22 @@ void refuse_store_on_other_volume(const std::filesystem::path &store, const Bloc
 					     store.string(), holder.path));
 }
 
+// "snapmgr track /": a mount point stands for the device mounted there.
+std::string resolve_mount_point(const std::string &path)
+{
+	struct stat st{};
+	if (::stat(path.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
+		return path;
+	MountedOn m = mount_of(path);
+	std::error_code ec;
+	if (std::filesystem::canonical(path, ec) != std::filesystem::path(m.mountpoint))
+		throw UsageError(path, EINVAL,
+				 fmt::format("{} is a directory but not a mount point; name the "
+					     "device, or the mount point ({})",
+					     path, m.mountpoint));
+	return probe_device(m.major, m.minor).path;
+}
+
 struct Plan {
 	BlockDevice device;
 	VolumeConfig config;
@@ -190,13 +234,14 @@ struct Plan {
 Plan plan_track(const TrackOptions &options, bool blank)
 {
 	Plan plan;
-	plan.device = probe_device(options.device);
+	const std::string device_path = resolve_mount_point(options.device);
+	plan.device = probe_device(device_path);
 	const BlockDevice &d = plan.device;
 	if (auto why = untrackable_reason(d))
 		throw UsageError(d.path, EINVAL, fmt::format("cannot track {}: {}", d.path, *why));
 
 	VolumeConfig &c = plan.config;
-	c.device = options.device;
+	c.device = device_path;
 	if (d.dm && !blank) {
 		if (!options.name.empty() && options.name != d.dm->name)
 			throw UsageError(options.name, EINVAL,
@@ -332,8 +377,25 @@ TrackResult create(const TrackOptions &options)
 	return do_track(options, true);
 }
 
-std::vector<ReattachResult> reattach(const std::vector<std::string> &names, const Logger &log)
+namespace {
+
+// Whether the wrapper is in, as far as can be told: a failure after it went
+// in (the image of a held snapshot) must not give the device back.
+bool is_attached(const std::string &name) noexcept
 {
+	try {
+		return attached_table(name).has_value();
+	} catch (const Error &) {
+		return false;
+	}
+}
+
+} // namespace
+
+std::vector<ReattachResult> reattach(const std::vector<std::string> &names,
+				     const ReattachOptions &options)
+{
+	const Logger &log = options.log;
 	std::vector<VolumeConfig> configs;
 	if (names.empty()) {
 		configs = load_all_configs();
@@ -358,6 +420,16 @@ std::vector<ReattachResult> reattach(const std::vector<std::string> &names, cons
 			t.device = dm::device_path(c.name);
 			if (attached_table(c.name)) {
 				t.outcome = TrackOutcome::already_tracking;
+			} else if (options.give_back && given_back_reason(c.name)) {
+				r.error = fmt::format("given back unwrapped earlier this boot: {}",
+						      *given_back_reason(c.name));
+				r.given_back = true;
+				results.push_back(std::move(r));
+				continue;
+			} else if (options.give_back && boot_disabled()) {
+				throw UsageError(c.name, ECANCELED,
+						 "boot integration is disabled on the kernel command "
+						 "line (rd.snapmgr=0)");
 			} else if (c.mode == AttachMode::insert) {
 				if (!dm_exists(c.name))
 					throw DeviceError(c.name, ENODEV,
@@ -391,6 +463,10 @@ std::vector<ReattachResult> reattach(const std::vector<std::string> &names, cons
 			r.result = std::move(t);
 		} catch (const Error &e) {
 			r.error = e.what();
+			if (options.give_back && !is_attached(c.name)) {
+				give_back(c, r.error, log);
+				r.given_back = true;
+			}
 		}
 		results.push_back(std::move(r));
 	}

@@ -8,9 +8,15 @@
                                               print the chunks the JSON ranges
                                               of `cowfile-store changes --json`
                                               cover, one per line
+  chunkio.py file-chunks CHUNK_BYTES FILE...  print the chunks of the device
+                                              under FILE's filesystem that its
+                                              data occupies (FIEMAP), one per
+                                              line
 """
+import fcntl
 import json
 import mmap
+import struct
 import os
 import random
 import sys
@@ -28,6 +34,39 @@ def write(dev, chunk_bytes, chunks):
             sys.exit(f"short write at {off}")
     os.fsync(fd)
     os.close(fd)
+
+
+FS_IOC_FIEMAP = 0xC020660B
+FIEMAP_FLAG_SYNC = 1
+FIEMAP_EXTENT_LAST = 1
+EXTENTS_PER_CALL = 128
+
+
+def file_chunks(chunk_bytes, files):
+    out = set()
+    for name in files:
+        with open(name, "rb") as f:
+            start = 0
+            while True:
+                req = struct.pack("=QQIIII", start, 2**64 - 1 - start, FIEMAP_FLAG_SYNC,
+                                  0, EXTENTS_PER_CALL, 0)
+                buf = bytearray(req + bytes(56 * EXTENTS_PER_CALL))
+                fcntl.ioctl(f.fileno(), FS_IOC_FIEMAP, buf)
+                mapped = struct.unpack_from("=I", buf, 20)[0]
+                if mapped == 0:
+                    break
+                last = False
+                for i in range(mapped):
+                    logical, physical, length, _, _, flags = struct.unpack_from(
+                        "=QQQQQI", buf, 32 + 56 * i)
+                    out.update(range(physical // chunk_bytes,
+                                     (physical + length - 1) // chunk_bytes + 1))
+                    start = logical + length
+                    last = last or bool(flags & FIEMAP_EXTENT_LAST)
+                if last:
+                    break
+    for c in sorted(out):
+        print(c)
 
 
 def chunks(chunk_bytes):
@@ -49,5 +88,7 @@ if __name__ == "__main__":
         write(sys.argv[2], int(sys.argv[3]), [int(c) for c in sys.argv[4:]])
     elif sys.argv[1] == "chunks":
         chunks(int(sys.argv[2]))
+    elif sys.argv[1] == "file-chunks":
+        file_chunks(int(sys.argv[2]), sys.argv[3:])
     else:
         sys.exit(__doc__)

@@ -53,6 +53,8 @@ VolumeConfig parse_config(std::string_view text, const std::string &origin);
 
 // The configuration directory: $SNAPMGR_CONFIG_DIR, or /etc/snapmgr.
 std::filesystem::path config_dir();
+// Locks and boot state: $SNAPMGR_RUN_DIR, or /run/snapmgr.
+std::filesystem::path run_dir();
 std::optional<VolumeConfig> load_config(const std::string &name);
 // Written to a temporary file, synced and renamed: never half a file.
 void save_config(const VolumeConfig &config);

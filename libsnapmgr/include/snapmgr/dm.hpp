@@ -43,6 +43,8 @@ struct Info {
 // nullopt when no dm device has this name.
 std::optional<Info> info(const std::string &name);
 std::vector<std::string> list();
+// Whether the kernel has this target type loaded (dmsetup targets).
+bool has_target(const std::string &type);
 // The live table (status=false) or its status lines (status=true).
 Table table(const std::string &name);
 Table status(const std::string &name);

@@ -63,12 +63,22 @@ TrackResult create(const TrackOptions &options);
 // Attaches configured volumes that are not attached (at boot). Names empty:
 // every configured volume. A failure of one volume is reported in its
 // result's error and does not stop the others.
+struct ReattachOptions {
+	// What boot does (udev, the initramfs): a volume that cannot be
+	// attached, or whose boot integration is disabled on the kernel
+	// command line, is given back unwrapped (boot.hpp) so that the machine
+	// boots, and is not tried again until the next boot.
+	bool give_back = false;
+	Logger log;
+};
 struct ReattachResult {
 	std::string name;
 	std::optional<TrackResult> result;
 	std::string error;
+	bool given_back = false;
 };
-std::vector<ReattachResult> reattach(const std::vector<std::string> &names, const Logger &log = {});
+std::vector<ReattachResult> reattach(const std::vector<std::string> &names,
+				     const ReattachOptions &options = {});
 
 struct UntrackOptions {
 	bool keep_store = false;
@@ -105,7 +115,9 @@ enum class VolumeState {
 	tracking,  // attached, every change recorded
 	lost,      // attached, a change may have been missed: next backup is full
 	next_boot, // configured, not attached yet (mounted plain partition)
-	detached   // configured, not attached, not in use: run reattach
+	detached,  // configured, not attached, not in use: run reattach
+	given_back // boot could not attach it (attach_error says why): it runs
+		   // unwrapped and untracked, its store marked lost
 };
 std::string_view to_string(VolumeState state) noexcept;
 
@@ -118,6 +130,7 @@ struct VolumeStatus {
 	std::uint64_t size_bytes = 0;
 	std::optional<CowfileStatus> kernel; // when attached
 	std::string image;    // the image device, when it exists
+	std::string attach_error; // why boot gave it back (given_back)
 	std::uint64_t store_bytes = 0;
 	std::uint64_t store_slot_bytes = 0; // copy capacity
 	std::uint64_t store_used_bytes = 0; // used by the held snapshot

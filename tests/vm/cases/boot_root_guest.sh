@@ -1,0 +1,221 @@
+# Guest side of multiboot/root_on_tracked_partition: a root filesystem on a
+# tracked plain partition, booted by a real dracut initramfs with the
+# 90snapmgr module. vda is the root disk. Phases, in order:
+#   image FS     (harness guest) partition vda, make FS on vda1, fill it as
+#                a root (busybox, vm-init, a copy of /etc, /usr from the
+#                host), then in a chroot of it, as a user would: install
+#                snapmgr, `snapmgr track /`, build the initramfs with dracut
+#                (and one without the kernel module)
+#   first        (dracut boot) root is on the wrapper; write, snapshot, write
+#   second       (dracut boot) same generation and epoch, the image reads
+#                its instant, changes cover the first boot's writes
+#   nomodule     (dracut boot, no dm-cowfile.ko in the initramfs) root
+#                mounts on the raw partition, the volume is given back, why
+#                is in the kernel log
+#   back         (dracut boot) tracking again, in a new generation: the
+#                writes made without the module force a full backup
+#   nostore      (harness guest) delete the store file offline
+#   gone         (dracut boot) root mounts on the raw partition, given back
+# Each dracut boot leaves what the next one checks in /var/lib/boot-test.
+. "$(dirname "$0")/../lib.sh"
+here=$(cd "$(dirname "$0")/.." && pwd)
+chunkio=$here/chunkio.py
+CHUNK=65536
+VOL=vda1
+ROOT=/mnt/root
+STATE=/var/lib/boot-test/state
+phase=$1
+fs=${2:-ext4}
+export PATH=/usr/local/sbin:$PATH
+
+SECONDS=0
+log() { echo "== [${SECONDS}s] $*"; }
+json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d'"$1"')'; }
+status_of() { snapmgr --json status $VOL | json_get "[\"$1\"]"; }
+sorted_words() { tr ' ' '\n' | sed '/^$/d' | sort -n | tr '\n' ' '; }
+# changes_chunks SINCE: the chunks `snapmgr changes` reports ("full" or numbers).
+changes_chunks() {
+	snapmgr --json changes $VOL --since "$1" > /tmp/changes.json
+	python3 "$chunkio" chunks $CHUNK < /tmp/changes.json | sorted_words
+}
+# expect_covers WHAT NEEDED HAVE: every chunk of NEEDED is in HAVE.
+expect_covers() {
+	local c missing=""
+	for c in $2; do
+		case " $3 " in *" $c "*) ;; *) missing="$missing $c" ;; esac
+	done
+	[ -z "$missing" ] || fail "$1: chunks not reported:$missing"
+	echo "ok: $1 ($(echo $2 | wc -w) chunks, all reported)"
+}
+# The device root is mounted from, as major:minor and as a dm name.
+root_source() { findmnt -n -o SOURCE /; }
+expect_root_on_wrapper() {
+	local src
+	src=$(root_source)
+	expect_eq "$(dmsetup info -c --noheadings -o name "$src" 2>/dev/null)" $VOL "root is mounted from the wrapper"
+	expect_eq "$(dmsetup table $VOL | awk '{print $3}')" cowfile "the wrapper's target"
+	expect_eq "$(readlink -f "/dev/disk/by-uuid/$(cat /etc/boot-test-uuid)")" "$(readlink -f "$src")" \
+		"by-uuid names the wrapper, not the raw partition"
+}
+expect_root_on_raw() {
+	expect_eq "$(readlink -f "$(root_source)")" /dev/$VOL "root is mounted from the raw partition"
+	expect_eq "$(dmsetup info $VOL > /dev/null 2>&1 && echo wrapped || echo unwrapped)" unwrapped \
+		"no wrapper"
+	expect_eq "$(status_of state)" given_back "snapmgr status"
+}
+# write_file NAME MIB: random data, on disk before we go on.
+write_file() {
+	mkdir -p /var/lib/boot-test
+	dd if=/dev/urandom of="/var/lib/boot-test/$1" bs=1M count="$2" conv=fsync status=none
+}
+file_chunks() { python3 "$chunkio" file-chunks $CHUNK "$@" | sorted_words; }
+
+case $phase in
+image)
+	log "partition, mkfs, fill"
+	printf 'label: gpt\n,,L\n' | sfdisk -q /dev/vda
+	for _ in $(seq 50); do [ -b /dev/vda1 ] && break; sleep 0.1; done
+	if [ "$fs" = xfs ]; then mkfs.xfs -q -f /dev/vda1; else mkfs.ext4 -q -b 4096 /dev/vda1; fi
+	mkdir -p $ROOT
+	mount /dev/vda1 $ROOT
+	on_exit "umount -R $ROOT"
+	mkdir -p $ROOT/{vm,proc,sys,dev,run,tmp,usr,host,.vm/usr-upper,.vm/usr-work,var/tmp,root,boot}
+	cp /bin/busybox $ROOT/vm/busybox
+	cp "$here/boot/vm-init" $ROOT/vm-init
+	# What vm-init needs before it has the host's /usr (and modprobe).
+	mkdir -p $ROOT/vm/mods
+	n=10
+	modprobe -a --show-depends 9pnet_virtio 9p overlay |
+	awk '$1 == "insmod" && !seen[$2]++ { print $2 }' | while read -r ko; do
+		n=$((n + 1))
+		case "$ko" in
+		*.xz) xz -dc "$ko" ;; *.zst) zstd -qdc "$ko" ;; *) cat "$ko" ;;
+		esac > "$ROOT/vm/mods/$n-$(basename "${ko%.*z*}")"
+	done
+	for d in bin sbin lib lib64; do ln -s usr/$d $ROOT/$d; done
+	cp -a /etc $ROOT/etc
+	rm -rf $ROOT/etc/snapmgr
+	uuid=$(blkid -s UUID -o value /dev/vda1)
+	echo "$uuid" > $ROOT/etc/boot-test-uuid
+	echo "UUID=$uuid / $fs defaults 0 1" > $ROOT/etc/fstab
+	# The same /usr the booted system has: the host's, with an upper
+	# layer on this root for what is installed.
+	mount -t overlay -o lowerdir=/usr,upperdir=$ROOT/.vm/usr-upper,workdir=$ROOT/.vm/usr-work \
+		overlay $ROOT/usr
+	mount -t proc proc $ROOT/proc
+	mount --rbind /sys $ROOT/sys
+	mount --rbind /dev $ROOT/dev
+	mount -t tmpfs tmpfs $ROOT/run
+	mount -t tmpfs tmpfs $ROOT/tmp
+	for d in "$SNAPMGR_SOURCE_DIR" "$SNAPMGR_BUILD_DIR" "$VM_RESULTS"; do
+		mkdir -p "$ROOT$d"
+		mount --bind "$d" "$ROOT$d"
+	done
+
+	log "install snapmgr into the new root"
+	chroot $ROOT cmake --install "$SNAPMGR_BUILD_DIR" > /dev/null
+	log "snapmgr track / (root is mounted: tracking starts at the next boot)"
+	chroot $ROOT snapmgr --json track / > /tmp/track.json
+	cat /tmp/track.json
+	expect_eq "$(json_get '["outcome"]' < /tmp/track.json)" next_boot "track / of a mounted root"
+	expect_eq "$(json_get '["name"]' < /tmp/track.json)" $VOL "volume name"
+	test -f $ROOT/.snapmgr-$VOL.store || fail "no store at the root of the filesystem"
+	test -f $ROOT/etc/snapmgr/volumes/$VOL.conf || fail "no configuration in the new root's /etc"
+
+	log "dracut with the snapmgr module"
+	dracut_args=(--force --no-hostonly --no-hostonly-cmdline --no-compress
+		--no-early-microcode --nostrip --nohardlink
+		--kver "$VM_KERNEL_RELEASE" -m "base udev-rules rootfs-block dm snapmgr"
+		--add-drivers "virtio_blk virtio_pci ext4 xfs")
+	chroot $ROOT dracut "${dracut_args[@]}" "$VM_RESULTS/initrd.img" > /tmp/dracut.log 2>&1 ||
+		{ cat /tmp/dracut.log; fail "dracut"; }
+	lsinitrd "$VM_RESULTS/initrd.img" > /tmp/lsinitrd
+	for f in usr/local/sbin/snapmgr etc/snapmgr/volumes/$VOL.conf dm-cowfile.ko \
+		58-snapmgr.rules 69-snapmgr-initqueue.rules; do
+		grep -q "$f" /tmp/lsinitrd || fail "the initramfs lacks $f"
+	done
+	echo "ok: the initramfs has snapmgr, the module, the rules and the configuration"
+	if [ "$fs" = ext4 ]; then
+		log "the same initramfs without the kernel module"
+		mkdir /tmp/nomodule
+		(cd /tmp/nomodule && cpio -id --quiet < "$VM_RESULTS/initrd.img")
+		find /tmp/nomodule -name 'dm-cowfile.ko*' -delete
+		depmod -b /tmp/nomodule "$VM_KERNEL_RELEASE"
+		(cd /tmp/nomodule && find . | cpio -o -H newc --quiet) > "$VM_RESULTS/initrd-nomodule.img"
+		lsinitrd "$VM_RESULTS/initrd-nomodule.img" | grep -q dm-cowfile.ko &&
+			fail "the module is still in initrd-nomodule.img"
+	fi
+	echo "$uuid" > "$VM_RESULTS/root-uuid"
+	log "image done"
+	;;
+
+first)
+	expect_root_on_wrapper
+	expect_eq "$(status_of state)" tracking "state at the first boot"
+	gen=$(status_of generation)
+	write_file before-snapshot 8
+	log "snapshot of the running root"
+	snapmgr snapshot $VOL
+	image=$(sha256sum < /dev/mapper/$VOL-snap)
+	write_file after-snapshot 4
+	sync
+	cat > $STATE <<-EOF
+	gen=$gen
+	epoch=$(status_of epoch)
+	image='$image'
+	before='$(file_chunks /var/lib/boot-test/before-snapshot)'
+	after='$(file_chunks /var/lib/boot-test/after-snapshot)'
+	EOF
+	sync
+	;;
+
+second)
+	expect_root_on_wrapper
+	. $STATE
+	expect_eq "$(status_of state)" tracking "state after the reboot"
+	expect_eq "$(status_of generation)" "$gen" "generation after the reboot"
+	expect_eq "$(status_of epoch)" "$epoch" "epoch after the reboot"
+	expect_eq "$(status_of snapshot)" active "the snapshot held across the reboot"
+	expect_eq "$(sha256sum < /dev/mapper/$VOL-snap)" "$image" "the image reads its instant"
+	expect_covers "first boot's writes before the snapshot, since tracking began" \
+		"$before" "$(changes_chunks "$gen:0")"
+	expect_covers "first boot's writes after the snapshot, since the snapshot" \
+		"$after" "$(changes_chunks "$gen:1")"
+	;;
+
+nomodule)
+	expect_root_on_raw
+	reason=$(status_of attach_error)
+	echo "given back because: $reason"
+	dmesg | grep -q "snapmgr.*$VOL: not attached" || fail "the kernel log does not say why"
+	dmesg | grep "snapmgr.*not attached"
+	case "$reason" in *cowfile*|*target*) ;; *) fail "the reason does not name the missing target" ;; esac
+	write_file untracked 2
+	;;
+
+back)
+	expect_root_on_wrapper
+	. $STATE
+	expect_eq "$(status_of state)" tracking "tracking again with the module back"
+	[ "$(status_of generation)" != "$gen" ] || fail "the generation did not change after untracked writes"
+	echo "ok: a new generation ($(status_of generation))"
+	expect_eq "$(changes_chunks "$gen:1")" "full " "changes since the old generation"
+	expect_eq "$(status_of snapshot)" invalid "the snapshot held while writes went untracked"
+	snapmgr release $VOL
+	;;
+
+nostore)
+	mount /dev/vda1 $ROOT
+	chattr -i $ROOT/.snapmgr-$VOL.store
+	rm $ROOT/.snapmgr-$VOL.store
+	umount $ROOT
+	echo "store deleted offline"
+	;;
+
+gone)
+	expect_root_on_raw
+	reason=$(status_of attach_error)
+	echo "given back because: $reason"
+	dmesg | grep -q "snapmgr.*$VOL: not attached" || fail "the kernel log does not say why"
+	;;
+esac
