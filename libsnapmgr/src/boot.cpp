@@ -20,6 +20,7 @@
 #include "snapmgr/device.hpp"
 #include "snapmgr/dm.hpp"
 #include "snapmgr/error.hpp"
+#include "store_check.hpp"
 #include "throw_errno.hpp"
 #include "volume_devices.hpp"
 
@@ -59,8 +60,8 @@ bool held_by_wrapper(const BlockDevice &d)
 }
 
 // Sets the lost-tracking flag in a store superblock nobody has open, after
-// checking that the block is that store's superblock: a store deleted
-// offline leaves other data at its old place, which must not be touched.
+// checking that the block is that store's superblock (the caller checked
+// that the store file still owns it).
 bool mark_store_lost(const std::string &device, std::uint64_t sb_sector, const Uuid &store)
 {
 	FileDescriptor fd(::open(device.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC));
@@ -189,8 +190,13 @@ GiveBack give_back(const VolumeConfig &c, const std::string &why, const Logger &
 		out.store_note = fmt::format("{} is not there", c.device);
 	} else {
 		try {
-			mark_store_lost(store_device, c.sb_sector, c.store_uuid);
-			out.marked_lost = true;
+			const StoreReader reader = StoreReader::open_device(store_device, c.sb_sector);
+			if (auto problem = store_file_problem(c, store_device, reader.extents())) {
+				out.store_note = *problem;
+			} else {
+				mark_store_lost(store_device, c.sb_sector, c.store_uuid);
+				out.marked_lost = true;
+			}
 		} catch (const Error &e) {
 			out.store_note = e.what();
 		}

@@ -74,6 +74,8 @@ std::string format_config(const VolumeConfig &c)
 		out += fmt::format("device_fs_uuid = {}\n", c.device_fs_uuid);
 	out += fmt::format("mode = {}\n", to_string(c.mode));
 	out += fmt::format("store = {}\n", c.store.string());
+	if (!c.store_in_fs.empty())
+		out += fmt::format("store_in_fs = {}\n", c.store_in_fs);
 	out += fmt::format("store_device = {}\n", c.store_on_volume ? "volume" : c.store_device);
 	out += fmt::format("store_sb_sector = {}\n", c.sb_sector);
 	out += fmt::format("store_uuid = {}\n", format_uuid(c.store_uuid));
@@ -122,6 +124,14 @@ VolumeConfig parse_config(std::string_view text, const std::string &origin)
 		throw UsageError(origin, EINVAL,
 				 fmt::format("{}: mode '{}' is neither insert nor wrap", origin, mode));
 	c.store = take("store");
+	if (auto it = values.find("store_in_fs"); it != values.end()) {
+		c.store_in_fs = it->second;
+		values.erase(it);
+		if (c.store_in_fs.front() != '/')
+			throw UsageError(origin, EINVAL,
+					 fmt::format("{}: store_in_fs '{}' is not an absolute path",
+						     origin, c.store_in_fs));
+	}
 	c.store_device = take("store_device");
 	c.store_on_volume = c.store_device == "volume";
 	if (c.store_on_volume)

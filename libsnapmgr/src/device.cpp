@@ -60,14 +60,9 @@ std::string unescape_octal(const std::string &s)
 	return out;
 }
 
-struct MountEntry {
-	unsigned major, minor;
-	std::string mountpoint;
-};
-
-std::vector<MountEntry> read_mounts()
+std::vector<MountedOn> read_mounts()
 {
-	std::vector<MountEntry> mounts;
+	std::vector<MountedOn> mounts;
 	std::ifstream in("/proc/self/mountinfo");
 	for (std::string line; std::getline(in, line);) {
 		std::istringstream fields(line);
@@ -75,7 +70,8 @@ std::vector<MountEntry> read_mounts()
 		fields >> id >> parent >> devno >> root >> mountpoint;
 		unsigned major = 0, minor = 0;
 		if (std::sscanf(devno.c_str(), "%u:%u", &major, &minor) == 2)
-			mounts.push_back({major, minor, unescape_octal(mountpoint)});
+			mounts.push_back({unescape_octal(mountpoint), major, minor,
+					  unescape_octal(root)});
 	}
 	return mounts;
 }
@@ -215,6 +211,15 @@ std::optional<std::string> find_filesystem(const std::string &fs_uuid)
 	return path;
 }
 
+std::vector<MountedOn> mounts_of(unsigned major, unsigned minor)
+{
+	std::vector<MountedOn> out;
+	for (auto &m : read_mounts())
+		if (m.major == major && m.minor == minor)
+			out.push_back(std::move(m));
+	return out;
+}
+
 MountedOn mount_of(const std::string &path)
 {
 	struct stat st{};
@@ -232,7 +237,7 @@ MountedOn mount_of(const std::string &path)
 		bool inside = real == m.mountpoint || m.mountpoint == "/" ||
 			      real.rfind(m.mountpoint + "/", 0) == 0;
 		if (inside && m.mountpoint.size() >= best_length) {
-			best = {m.mountpoint, m.major, m.minor};
+			best = m;
 			best_length = m.mountpoint.size();
 		}
 	}

@@ -375,6 +375,45 @@ std::vector<StoreExtent> StoreFile::map_extents(int fd, const std::string &name)
 	return store_extents_from(fiemap_all(fd, name), std::uint64_t(st.st_size), name);
 }
 
+namespace {
+
+// Physically contiguous runs as one: grow appends extents that may continue
+// the last one, FIEMAP of the whole file then reports them merged.
+std::vector<StoreExtent> merged(std::span<const StoreExtent> extents)
+{
+	std::vector<StoreExtent> out;
+	for (const StoreExtent &e : extents) {
+		if (!out.empty() &&
+		    out.back().sector + out.back().blocks * store_block_sectors == e.sector)
+			out.back().blocks += e.blocks;
+		else
+			out.push_back(e);
+	}
+	return out;
+}
+
+} // namespace
+
+std::optional<std::string> StoreFile::mismatch(const std::filesystem::path &path,
+					       const std::string &name,
+					       std::span<const StoreExtent> recorded)
+{
+	FileDescriptor fd(open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+	if (!fd.valid() && errno == ENOENT)
+		return fmt::format("the store file {} is gone from its filesystem", name);
+	if (!fd.valid())
+		throw_errno(name, "cannot open the store file");
+	if (!(get_inode_flags(fd.get(), name) & FS_IMMUTABLE_FL))
+		return fmt::format("the store file {} is no longer pinned (its immutable flag "
+				   "was cleared), so its blocks may have moved",
+				   name);
+	if (merged(map_extents(fd.get(), name)) != merged(recorded))
+		return fmt::format("the blocks of the store file {} are not where the store "
+				   "records them (the file was replaced or its blocks moved)",
+				   name);
+	return std::nullopt;
+}
+
 CreatedStore StoreFile::create(const StoreCreateOptions &options)
 {
 	check_create_options(options);

@@ -16,6 +16,7 @@
 #include "snapmgr/device.hpp"
 #include "snapmgr/dm.hpp"
 #include "snapmgr/error.hpp"
+#include "store_check.hpp"
 #include "volume_devices.hpp"
 
 namespace snapmgr {
@@ -77,8 +78,9 @@ CowfileTable make_table(const VolumeConfig &config, std::uint64_t sectors, const
 	return t;
 }
 
-// Checks that the store at the configured place is the configured store
-// before a table points the kernel at it.
+// Checks that the store at the configured place is the configured store,
+// and that its file still owns those blocks, before a table points the
+// kernel at it.
 void verify_store(const VolumeConfig &config, const std::string &device_path)
 {
 	StoreReader reader = StoreReader::open_device(device_path, config.sb_sector);
@@ -91,6 +93,11 @@ void verify_store(const VolumeConfig &config, const std::string &device_path)
 				    config.sb_sector, device_path,
 				    format_uuid(reader.superblock().store_uuid),
 				    format_uuid(config.store_uuid), config.name));
+	if (auto problem = store_file_problem(config, device_path, reader.extents()))
+		throw StoreCorruptError(config.store.string(), ENOENT,
+					fmt::format("{}; the store is not used, since its old "
+						    "blocks may belong to other files now",
+						    *problem));
 }
 
 // A table load fails with EINVAL alone when the kernel has no cowfile
@@ -209,6 +216,15 @@ void refuse_store_on_other_volume(const std::filesystem::path &store, const Bloc
 					     store.string(), holder.path));
 }
 
+// The path of a file inside its filesystem, from the filesystem's root.
+std::string path_in_filesystem(const std::filesystem::path &file)
+{
+	const MountedOn m = mount_of(file.string());
+	const auto relative = std::filesystem::canonical(file).lexically_relative(m.mountpoint);
+	const std::string root = m.fs_root == "/" ? "" : m.fs_root;
+	return root + "/" + relative.string();
+}
+
 // "snapmgr track /": a mount point stands for the device mounted there.
 std::string resolve_mount_point(const std::string &path)
 {
@@ -319,6 +335,7 @@ TrackResult do_track(const TrackOptions &options, bool blank)
 	rollback.add(fmt::format("remove {}", c.store.string()),
 		     [&] { StoreFile::destroy(c.store); });
 	c.sb_sector = created.sb_sector;
+	c.store_in_fs = path_in_filesystem(created.path);
 	c.store_uuid = created.store_uuid;
 	c.store_on_volume = created.store_device.major == d.major &&
 			    created.store_device.minor == d.minor;

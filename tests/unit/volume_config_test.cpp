@@ -37,6 +37,8 @@ TEST(VolumeConfigTest, RoundTripsBothStorePlacements)
 	EXPECT_EQ(parse_config(format_config(c), "t"), c);
 	c.device_fs_uuid = "5d1c8a8e-3b7e-4b8e-9a52-2f0c3d7e9b11";
 	EXPECT_EQ(parse_config(format_config(c), "t"), c);
+	c.store_in_fs = "/snap/.snapmgr-data.store";
+	EXPECT_EQ(parse_config(format_config(c), "t"), c);
 }
 
 TEST(VolumeConfigTest, RefusesMissingUnknownAndMalformedKeys)
@@ -58,6 +60,7 @@ TEST(VolumeConfigTest, RefusesMissingUnknownAndMalformedKeys)
 	std::string bad_mode = text;
 	bad_mode.replace(bad_mode.find("insert"), 6, "splice");
 	EXPECT_THROW(parse_config(bad_mode, "t"), UsageError);
+	EXPECT_THROW(parse_config(text + "store_in_fs = relative/path\n", "t"), UsageError);
 }
 
 TEST(VolumeConfigTest, VolumeNamesThatCannotBeDeviceOrFileNamesAreRefused)

@@ -71,7 +71,7 @@ def file_chunks(chunk_bytes, files):
 
 def chunks(chunk_bytes):
     d = json.load(sys.stdin)
-    if d.get("full"):
+    if d["backup_type"] == "full":
         print("full")
         return
     out = set()

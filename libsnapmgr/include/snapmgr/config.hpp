@@ -31,6 +31,11 @@ struct VolumeConfig {
 	std::string device_fs_uuid;
 	AttachMode mode = AttachMode::wrap;
 	std::filesystem::path store; // the store file
+	// The store file's path inside its filesystem ("/.snapmgr-vda1.store"
+	// for a store at /.snapmgr-vda1.store on the root filesystem): where to
+	// look for it when that filesystem is not mounted. Empty in
+	// configurations written before snapmgr recorded it.
+	std::string store_in_fs;
 	// The store's extents are on the tracked device itself (the store file
 	// lives on the tracked filesystem); otherwise on store_device.
 	bool store_on_volume = true;

@@ -57,12 +57,17 @@ std::optional<std::string> untrackable_reason(const BlockDevice &device);
 // probes the device it finds); nullopt when none does.
 std::optional<std::string> find_filesystem(const std::string &fs_uuid);
 
-// The filesystem's mount point holding path, and its device.
+// A mount: where, of which device, and which directory of the filesystem
+// appears there ("/" unless it is a bind mount of a subdirectory).
 struct MountedOn {
 	std::string mountpoint;
 	unsigned major = 0;
 	unsigned minor = 0;
+	std::string fs_root = "/";
 };
+// The mount holding path.
 MountedOn mount_of(const std::string &path);
+// Every mount of the device.
+std::vector<MountedOn> mounts_of(unsigned major, unsigned minor);
 
 } // namespace snapmgr

@@ -213,6 +213,14 @@ public:
 	// The file's extents as the store describes them: FIEMAP, refusing
 	// extents that can move or are shared, physically contiguous runs merged.
 	static std::vector<StoreExtent> map_extents(int fd, const std::string &name);
+	// Why the file at path (called `name` in messages) is no longer the
+	// pinned store whose extents are `recorded` (gone, its immutable flag
+	// cleared, its blocks elsewhere), or nullopt when it still is. A store deleted while its volume was not
+	// attached keeps valid blocks on disk that the filesystem may hand to
+	// another file: only the filesystem can tell.
+	static std::optional<std::string> mismatch(const std::filesystem::path &path,
+						   const std::string &name,
+						   std::span<const StoreExtent> recorded);
 	// The block device holding the file's filesystem.
 	static BlockDeviceId device_of(int fd, const std::string &name);
 	// Preallocates add_bytes (a multiple of 4096) at the end of a pinned
