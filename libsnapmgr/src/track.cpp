@@ -496,6 +496,30 @@ void untrack(const std::string &name, const UntrackOptions &options)
 	untrack_locked(name, options);
 }
 
+namespace {
+
+// A wrapper that cannot come off (root is mounted through it) goes at the
+// next boot: the configuration goes now, the store stays while the kernel
+// writes it.
+void untrack_at_next_boot(const std::string &name, const std::optional<VolumeConfig> &config,
+			  const UntrackOptions &options)
+{
+	if (!config || !options.keep_store)
+		throw UsageError(name, EBUSY,
+				 fmt::format("{} is in use (mounted?); unmount it first, or, for a "
+					     "filesystem that stays mounted (root), give --keep-store "
+					     "to stop tracking at the next boot",
+					     dm::device_path(name)));
+	remove_config(name);
+	say(options.log,
+	    fmt::format("{} is in use: it stays wrapped until the next boot, which leaves it "
+			"unwrapped (rebuild the initramfs first if it holds the configuration: "
+			"dracut -f); then remove the store with cowfile-store destroy {}",
+			dm::device_path(name), config->store.string()));
+}
+
+} // namespace
+
 void untrack_locked(const std::string &name, const UntrackOptions &options)
 {
 	auto config = load_config(name);
@@ -525,9 +549,7 @@ void untrack_locked(const std::string &name, const UntrackOptions &options)
 		} else {
 			auto info = dm::info(name);
 			if (info && info->open_count > 0)
-				throw UsageError(name, EBUSY,
-						 fmt::format("{} is in use (mounted?); unmount it first",
-							     dm::device_path(name)));
+				return untrack_at_next_boot(name, config, options);
 			say(options.log, fmt::format("removing {}", dm::device_path(name)));
 			dm::remove(name);
 		}
