@@ -14,21 +14,6 @@ namespace snapmgr {
 
 namespace {
 
-// Extents with physically contiguous neighbours merged, so two lists that
-// map the same blocks to the same sectors compare equal.
-std::vector<StoreExtent> merged(std::span<const StoreExtent> extents)
-{
-	std::vector<StoreExtent> out;
-	for (const auto &e : extents) {
-		if (!out.empty() &&
-		    out.back().sector + out.back().blocks * store_block_sectors == e.sector)
-			out.back().blocks += e.blocks;
-		else
-			out.push_back(e);
-	}
-	return out;
-}
-
 // The kernel takes a handful of extents per message.
 constexpr std::size_t extents_per_message = 32;
 
@@ -72,7 +57,7 @@ std::uint64_t grow(const std::string &name, std::uint64_t add_bytes, const Logge
 				break;
 			old_part.push_back({e.sector, std::min(e.blocks, sb.store_blocks - have)});
 		}
-		if (merged(old_part) != merged(store.extents()))
+		if (merged_extents(old_part) != merged_extents(store.extents()))
 			throw StoreCorruptError(config->store.string(), EINVAL,
 						fmt::format("the extents of {} are not where the kernel "
 							    "writes the store; refusing to grow it",

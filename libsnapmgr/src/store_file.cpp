@@ -375,11 +375,7 @@ std::vector<StoreExtent> StoreFile::map_extents(int fd, const std::string &name)
 	return store_extents_from(fiemap_all(fd, name), std::uint64_t(st.st_size), name);
 }
 
-namespace {
-
-// Physically contiguous runs as one: grow appends extents that may continue
-// the last one, FIEMAP of the whole file then reports them merged.
-std::vector<StoreExtent> merged(std::span<const StoreExtent> extents)
+std::vector<StoreExtent> merged_extents(std::span<const StoreExtent> extents)
 {
 	std::vector<StoreExtent> out;
 	for (const StoreExtent &e : extents) {
@@ -391,8 +387,6 @@ std::vector<StoreExtent> merged(std::span<const StoreExtent> extents)
 	}
 	return out;
 }
-
-} // namespace
 
 std::optional<std::string> StoreFile::mismatch(const std::filesystem::path &path,
 					       const std::string &name,
@@ -407,7 +401,7 @@ std::optional<std::string> StoreFile::mismatch(const std::filesystem::path &path
 		return fmt::format("the store file {} is no longer pinned (its immutable flag "
 				   "was cleared), so its blocks may have moved",
 				   name);
-	if (merged(map_extents(fd.get(), name)) != merged(recorded))
+	if (merged_extents(map_extents(fd.get(), name)) != merged_extents(recorded))
 		return fmt::format("the blocks of the store file {} are not where the store "
 				   "records them (the file was replaced or its blocks moved)",
 				   name);

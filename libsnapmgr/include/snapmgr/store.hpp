@@ -233,6 +233,11 @@ public:
 	static void shrink(const std::filesystem::path &path, std::uint64_t size_bytes);
 };
 
+// Physically contiguous neighbours as one extent, so two lists that map the
+// same blocks to the same sectors compare equal (grow appends extents that
+// may continue the last one; FIEMAP of the whole file reports them merged).
+std::vector<StoreExtent> merged_extents(std::span<const StoreExtent> extents);
+
 // The extents covering logical blocks from `first_block` on, split where
 // an extent starts before it.
 std::vector<StoreExtent> extents_from_block(std::span<const StoreExtent> extents,
