@@ -147,8 +147,10 @@ std::optional<UdevClaim> udev_claim(const std::string &devnode)
 				continue;
 			claim.attached = held_by_wrapper(d);
 		}
-		claim.claim = claim.attached || (!d.in_use() && !boot_disabled() &&
-						 !given_back_reason(c.name));
+		// Claimed with rd.snapmgr=0 too, until reattach --boot has given
+		// it back with its store marked lost: root would otherwise be
+		// mounted before that runs, and its writes missed unseen.
+		claim.claim = claim.attached || (!d.in_use() && !given_back_reason(c.name));
 		if (d.dm && claim.attached)
 			claim.claim = false; // the wrapper is the volume now
 		return claim;
