@@ -71,7 +71,9 @@ def file_chunks(chunk_bytes, files):
 
 def chunks(chunk_bytes):
     d = json.load(sys.stdin)
-    if d["backup_type"] == "full":
+    # `snapmgr changes --json` says "backup_type", `cowfile-store changes
+    # --json` says "full".
+    if d.get("backup_type") == "full" or d.get("full") is True:
         print("full")
         return
     out = set()
