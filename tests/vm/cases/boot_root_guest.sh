@@ -114,10 +114,15 @@ image)
 	mount --rbind /dev $ROOT/dev
 	mount -t tmpfs tmpfs $ROOT/run
 	mount -t tmpfs tmpfs $ROOT/tmp
-	for d in "$SNAPMGR_SOURCE_DIR" "$SNAPMGR_BUILD_DIR" "$VM_RESULTS"; do
+	for d in "$SNAPMGR_SOURCE_DIR" "$VM_RESULTS"; do
 		mkdir -p "$ROOT$d"
 		mount --bind "$d" "$ROOT$d"
 	done
+	# cmake --install writes its manifest into the build tree, which may be
+	# read-only here (a checkout under the host's /tmp): a writable layer.
+	mkdir -p "$ROOT$SNAPMGR_BUILD_DIR" /tmp/build-upper /tmp/build-work
+	mount -t overlay -o lowerdir="$SNAPMGR_BUILD_DIR",upperdir=/tmp/build-upper,workdir=/tmp/build-work \
+		overlay "$ROOT$SNAPMGR_BUILD_DIR"
 
 	log "install snapmgr into the new root"
 	chroot $ROOT cmake --install "$SNAPMGR_BUILD_DIR" --strip > /dev/null
