@@ -20,8 +20,9 @@ struct UdevClaim {
 	std::string volume;
 	// Hide the device (SYSTEMD_READY=0, no by-uuid link) so that everything
 	// finds the wrapper instead. False when the device must stay visible:
-	// it was given back this boot, it is mounted directly, or boot
-	// integration is disabled.
+	// it was given back this boot, or it is mounted directly. With boot
+	// integration disabled it stays hidden until reattach --boot gives it
+	// back, its store marked lost.
 	bool claim = false;
 	// The volume's wrapper (or its -real layer) holds the device already.
 	bool attached = false;
