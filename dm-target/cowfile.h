@@ -135,6 +135,8 @@ static inline unsigned int read_bucket(u64 chunk)
 }
 
 /* store.c */
+int cowfile_block_io(struct block_device *bdev, sector_t sector, void *buf,
+		     blk_opf_t opf);
 int store_open(struct cowfile_store *s, struct block_device *bdev,
 	       sector_t sb_sector, char **error);
 void store_close(struct cowfile_store *s);

@@ -58,8 +58,8 @@ static const char *check_block(const void *block, u32 magic, u64 blocknr,
 	return NULL;
 }
 
-static int sync_block_io(struct block_device *bdev, sector_t sector,
-			 void *buf, blk_opf_t opf)
+int cowfile_block_io(struct block_device *bdev, sector_t sector, void *buf,
+		     blk_opf_t opf)
 {
 	struct bio *bio;
 	int r;
@@ -200,7 +200,7 @@ static int read_extent_table(struct cowfile_store *s, void *buf, char **error)
 		unsigned int n = min_t(unsigned int, nr - i * COWFILE_EXTENTS_PER_BLOCK,
 				       COWFILE_EXTENTS_PER_BLOCK);
 
-		r = sync_block_io(s->bdev, where, buf, REQ_OP_READ);
+		r = cowfile_block_io(s->bdev, where, buf, REQ_OP_READ);
 		if (r) {
 			*error = "Cannot read the store extent table";
 			return r;
@@ -313,7 +313,7 @@ int store_open(struct cowfile_store *s, struct block_device *bdev,
 		r = -ENOMEM;
 		goto out;
 	}
-	r = sync_block_io(bdev, sb_sector, s->sb, REQ_OP_READ);
+	r = cowfile_block_io(bdev, sb_sector, s->sb, REQ_OP_READ);
 	if (r) {
 		*error = "Cannot read the store superblock";
 		goto out;
@@ -377,7 +377,7 @@ int store_write_sb(struct cowfile_store *s)
 
 	mutex_lock(&s->sb_lock);
 	seal_block(s->sb);
-	r = sync_block_io(s->bdev, s->sb_sector, s->sb,
+	r = cowfile_block_io(s->bdev, s->sb_sector, s->sb,
 			  REQ_OP_WRITE | REQ_PREFLUSH | REQ_FUA | REQ_SYNC);
 	mutex_unlock(&s->sb_lock);
 	return r;
@@ -474,15 +474,13 @@ void store_prefetch_map(struct cowfile_store *s)
 	}
 }
 
-/* Makes every dirty chunk map block durable. */
+/*
+ * Makes every dirty chunk map block durable: dm-bufio writes them, waits,
+ * and ends with a flush of the store device (every kernel we support).
+ */
 int store_commit_map(struct cowfile_store *s)
 {
-	int r;
-
-	r = dm_bufio_write_dirty_buffers(s->bufio);
-	if (!r)
-		r = dm_bufio_issue_flush(s->bufio);
-	return r;
+	return dm_bufio_write_dirty_buffers(s->bufio);
 }
 
 /*
@@ -532,7 +530,7 @@ int store_append_extents(struct cowfile_store *s, struct store_extent *new,
 			eb->extents[j].blocks = cpu_to_le64(s->extents[base + j].blocks);
 		}
 		seal_block(buf);
-		r = sync_block_io(s->bdev, le64_to_cpu(sb->extent_table_sectors[blk]),
+		r = cowfile_block_io(s->bdev, le64_to_cpu(sb->extent_table_sectors[blk]),
 				  buf, REQ_OP_WRITE | REQ_FUA | REQ_SYNC);
 		if (r) {
 			*error = "Cannot write the store extent table";

@@ -6,6 +6,7 @@
  */
 #include <linux/slab.h>
 #include <linux/bitmap.h>
+#include <linux/crc32c.h>
 
 #include "cowfile.h"
 #include "trace.h"
@@ -47,6 +48,7 @@ static const char *const invalid_reasons[] = {
 	[COWFILE_INVALID_STORE_IO] = "store_io_error",
 	[COWFILE_INVALID_METADATA] = "metadata_error",
 	[COWFILE_INVALID_ORIGIN_IO] = "origin_io_error",
+	[COWFILE_INVALID_ORIGIN_CHANGED] = "origin_changed",
 };
 
 const char *volume_invalid_reason(unsigned int reason)
@@ -93,6 +95,37 @@ void volume_tracking_lost(struct cowfile_volume *v)
 	volume_event(v);
 }
 
+/*
+ * crc32c of the origin's first chunk, where ext4 and xfs keep their
+ * superblock: a read-write mount changes it. Recorded at a clean unload and
+ * compared at the next load, it tells that the origin was written while it
+ * was not tracked. Blocks of a store on the origin are left out: the kernel
+ * writes those itself.
+ */
+static int origin_first_chunk_sum(struct cowfile_volume *v, u32 *sum)
+{
+	sector_t len = min(v->chunk_sectors, v->origin_sectors);
+	sector_t s;
+	void *buf;
+	int r = 0;
+
+	buf = kmalloc(COWFILE_BLOCK_SIZE, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	*sum = ~0U;
+	for (s = 0; s + COWFILE_BLOCK_SECTORS <= len && !r; s += COWFILE_BLOCK_SECTORS) {
+		if (v->store_on_origin &&
+		    store_ranges_overlap(v->store_ranges, v->store.nr_extents, s,
+					 COWFILE_BLOCK_SECTORS))
+			continue;
+		r = cowfile_block_io(v->origin_bdev, s, buf, REQ_OP_READ);
+		if (!r)
+			*sum = crc32c(*sum, buf, COWFILE_BLOCK_SIZE);
+	}
+	kfree(buf);
+	return r;
+}
+
 static void start_generation(struct cowfile_volume *v)
 {
 	uuid_gen(&v->generation);
@@ -101,6 +134,19 @@ static void start_generation(struct cowfile_volume *v)
 	bitmap_zero(v->marked, v->nr_chunks);
 	v->nr_marked = 0;
 	WRITE_ONCE(v->mode, COWFILE_MODE_TRACKING);
+}
+
+/*
+ * At load, when the origin may hold a change the store does not show: the
+ * held snapshot cannot be trusted and the next backup must be full.
+ */
+static void restart_generation(struct cowfile_volume *v, unsigned int reason)
+{
+	if (v->snap_state == COWFILE_SNAP_ACTIVE) {
+		v->snap_state = COWFILE_SNAP_INVALID;
+		v->invalid_reason = reason;
+	}
+	start_generation(v);
 }
 
 /* Device suspended. Closes the open epoch and holds its image. */
@@ -325,15 +371,40 @@ static int scan_chunk_map(struct cowfile_volume *v, char **error)
 	if (bad_blocks || bad_entries) {
 		DMWARN("store chunk map: %llu blocks and %llu entries could not be trusted: new generation",
 		       (unsigned long long)bad_blocks, (unsigned long long)bad_entries);
-		if (holding) {
-			v->snap_state = COWFILE_SNAP_INVALID;
-			v->invalid_reason = COWFILE_INVALID_METADATA;
-		}
-		start_generation(v);
+		restart_generation(v, COWFILE_INVALID_METADATA);
 		if (store_commit_map(s)) {
 			*error = "Cannot rewrite the store's chunk map";
 			return -EIO;
 		}
+	}
+	return 0;
+}
+
+/*
+ * At load: tracking lost before, or (after a clean unload) the origin
+ * written while it was not tracked.
+ */
+static int check_unrecorded_changes(struct cowfile_volume *v, u32 flags,
+				    char **error)
+{
+	u32 sum;
+	int r;
+
+	if (flags & COWFILE_SB_TRACKING_LOST) {
+		DMWARN("store records lost tracking: starting a new generation");
+		restart_generation(v, COWFILE_INVALID_METADATA);
+		return 0;
+	}
+	if (!(flags & COWFILE_SB_CLEAN) || !(flags & COWFILE_SB_ORIGIN_SUM))
+		return 0;
+	r = origin_first_chunk_sum(v, &sum);
+	if (r) {
+		*error = "Cannot read the origin's first chunk";
+		return r;
+	}
+	if (sum != le32_to_cpu(v->store.sb->origin_sum)) {
+		DMWARN("origin written while not tracked (its first chunk changed since the clean unload): starting a new generation");
+		restart_generation(v, COWFILE_INVALID_ORIGIN_CHANGED);
 	}
 	return 0;
 }
@@ -418,15 +489,6 @@ static struct cowfile_volume *volume_create(struct block_device *origin,
 	r = scan_chunk_map(v, error);
 	if (r)
 		goto bad;
-	if (flags & COWFILE_SB_TRACKING_LOST) {
-		DMWARN("store records lost tracking: starting a new generation");
-		if (v->snap_state == COWFILE_SNAP_ACTIVE) {
-			v->snap_state = COWFILE_SNAP_INVALID;
-			v->invalid_reason = COWFILE_INVALID_METADATA;
-		}
-		start_generation(v);
-	}
-
 	if (store_bdev == origin) {
 		v->store_on_origin = true;
 		v->store_ranges = store_sorted_ranges(&v->store);
@@ -436,6 +498,9 @@ static struct cowfile_volume *volume_create(struct block_device *origin,
 			goto bad;
 		}
 	}
+	r = check_unrecorded_changes(v, flags, error);
+	if (r)
+		goto bad;
 
 	v->kcopyd = dm_kcopyd_client_create(NULL);
 	if (IS_ERR(v->kcopyd)) {
@@ -458,7 +523,7 @@ static struct cowfile_volume *volume_create(struct block_device *origin,
 	}
 
 	/* The store is in use from now on: not clean until unloaded. */
-	sb->flags &= ~cpu_to_le32(COWFILE_SB_CLEAN);
+	sb->flags &= ~cpu_to_le32(COWFILE_SB_CLEAN | COWFILE_SB_ORIGIN_SUM);
 	mutex_lock(&v->state_lock);
 	r = volume_write_sb(v);
 	mutex_unlock(&v->state_lock);
@@ -485,6 +550,8 @@ bad_store:
 
 static void volume_destroy(struct cowfile_volume *v)
 {
+	u32 sum;
+
 	flush_workqueue(v->wq);
 	destroy_workqueue(v->wq);
 	dm_kcopyd_client_destroy(v->kcopyd);
@@ -495,6 +562,10 @@ static void volume_destroy(struct cowfile_volume *v)
 		v->mode = COWFILE_MODE_LOST;
 	}
 	v->store.sb->flags |= cpu_to_le32(COWFILE_SB_CLEAN);
+	if (v->mode == COWFILE_MODE_TRACKING && !origin_first_chunk_sum(v, &sum)) {
+		v->store.sb->origin_sum = cpu_to_le32(sum);
+		v->store.sb->flags |= cpu_to_le32(COWFILE_SB_ORIGIN_SUM);
+	}
 	if (volume_write_sb(v))
 		DMERR("cannot mark the store clean at unload");
 	mutex_unlock(&v->state_lock);

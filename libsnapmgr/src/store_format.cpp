@@ -40,6 +40,7 @@ constexpr std::size_t snap_state = offsetof(cowfile_superblock, snap_state);
 constexpr std::size_t snap_invalid_reason = offsetof(cowfile_superblock, snap_invalid_reason);
 constexpr std::size_t snap_epoch = offsetof(cowfile_superblock, snap_epoch);
 constexpr std::size_t data_slots_used = offsetof(cowfile_superblock, data_slots_used);
+constexpr std::size_t origin_sum = offsetof(cowfile_superblock, origin_sum);
 constexpr std::size_t extent_table_sectors = offsetof(cowfile_superblock, extent_table_sectors);
 } // namespace sbo
 
@@ -282,6 +283,7 @@ void encode_superblock(const Superblock &sb, BlockBytes out)
 	le::put32(out, sbo::snap_invalid_reason, sb.snap_invalid_reason);
 	le::put64(out, sbo::snap_epoch, sb.snap_epoch);
 	le::put64(out, sbo::data_slots_used, sb.data_slots_used);
+	le::put32(out, sbo::origin_sum, sb.origin_sum);
 	for (std::size_t i = 0; i < sb.extent_table_sectors.size(); i++)
 		le::put64(out, sbo::extent_table_sectors + 8 * i, sb.extent_table_sectors[i]);
 	seal_block(out);
@@ -317,6 +319,7 @@ Superblock decode_superblock(ConstBlockBytes block, std::uint64_t sector)
 	sb.snap_invalid_reason = le::get32(block, sbo::snap_invalid_reason);
 	sb.snap_epoch = le::get64(block, sbo::snap_epoch);
 	sb.data_slots_used = le::get64(block, sbo::data_slots_used);
+	sb.origin_sum = le::get32(block, sbo::origin_sum);
 	if (sb.extent_table_blocks > max_extent_table_blocks)
 		throw StoreCorruptError("superblock", EINVAL,
 					fmt::format("superblock at sector {} claims {} extent table "

@@ -73,6 +73,8 @@ std::string_view invalid_reason_name(std::uint32_t reason)
 		return "metadata_error";
 	case COWFILE_INVALID_ORIGIN_IO:
 		return "origin_io_error";
+	case COWFILE_INVALID_ORIGIN_CHANGED:
+		return "origin_changed";
 	}
 	return "unknown";
 }
@@ -170,6 +172,7 @@ int run_dump(const StoreAddress &address, bool as_json)
 			{"snap_epoch", sb.snap_epoch},
 			{"data_slots_used", sb.data_slots_used},
 			{"data_slots_total", reader.data_slots()},
+			{"origin_sum", sb.flags & COWFILE_SB_ORIGIN_SUM ? json(sb.origin_sum) : json()},
 			{"extents", extents_json(reader.extents())},
 		};
 		std::cout << out.dump(2) << '\n';
@@ -193,6 +196,9 @@ int run_dump(const StoreAddress &address, bool as_json)
 		fmt::print("snapshot         {} (epoch {}, {})\n", snap_state_name(sb.snap_state),
 			   sb.snap_epoch, invalid_reason_name(sb.snap_invalid_reason));
 	fmt::print("slots            {}/{}\n", sb.data_slots_used, reader.data_slots());
+	if (sb.flags & COWFILE_SB_ORIGIN_SUM)
+		fmt::print("origin sum       {:#010x} (crc32c of its first chunk at the clean unload)\n",
+			   sb.origin_sum);
 	fmt::print("extents          {}\n", sb.nr_extents);
 	print_extents(reader.extents());
 	return exit_ok;

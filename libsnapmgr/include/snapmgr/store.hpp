@@ -100,6 +100,9 @@ struct Superblock {
 	std::uint32_t snap_invalid_reason = COWFILE_INVALID_NONE;
 	std::uint64_t snap_epoch = 0;
 	std::uint64_t data_slots_used = 0;
+	// crc32c of the origin's first chunk at the clean unload, when
+	// COWFILE_SB_ORIGIN_SUM is set (the kernel compares it at the next load).
+	std::uint32_t origin_sum = 0;
 	// Device sector of each extent table block (extent_table_blocks of them).
 	std::vector<std::uint64_t> extent_table_sectors;
 

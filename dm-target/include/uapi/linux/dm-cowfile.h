@@ -64,6 +64,9 @@ struct cowfile_block_header {
 #define COWFILE_SB_TRACKING_LOST	(1u << 1) /* a change may have been missed:
 						   * the next load starts a new
 						   * generation */
+#define COWFILE_SB_ORIGIN_SUM		(1u << 2) /* origin_sum holds the origin's
+						   * first chunk at the clean
+						   * unload */
 
 /* Snapshot states */
 #define COWFILE_SNAP_NONE		0
@@ -76,6 +79,7 @@ struct cowfile_block_header {
 #define COWFILE_INVALID_STORE_IO	2
 #define COWFILE_INVALID_METADATA	3
 #define COWFILE_INVALID_ORIGIN_IO	4
+#define COWFILE_INVALID_ORIGIN_CHANGED	5	/* written while not tracked */
 
 struct cowfile_superblock {
 	struct cowfile_block_header hdr;	/* magic COWFILE_SB_MAGIC, blocknr 0 */
@@ -105,7 +109,14 @@ struct cowfile_superblock {
 	__le64 snap_epoch;		/* epoch the held snapshot closed */
 	__le64 data_slots_used;		/* copy slots handed out since the snapshot */
 
-	__le64 reserved[8];
+	/*
+	 * crc32c of the origin's first chunk at the last clean unload
+	 * (COWFILE_SB_ORIGIN_SUM): a filesystem mounted read-write without
+	 * the wrapper changes it (its superblock lives there).
+	 */
+	__le32 origin_sum;
+	__le32 reserved32;
+	__le64 reserved[7];
 
 	/* Store device sector of each extent table block, in order. */
 	__le64 extent_table_sectors[];
