@@ -378,7 +378,7 @@ int store_write_sb(struct cowfile_store *s)
 	mutex_lock(&s->sb_lock);
 	seal_block(s->sb);
 	r = cowfile_block_io(s->bdev, s->sb_sector, s->sb,
-			  REQ_OP_WRITE | REQ_PREFLUSH | REQ_FUA | REQ_SYNC);
+			     REQ_OP_WRITE | REQ_PREFLUSH | REQ_FUA | REQ_SYNC);
 	mutex_unlock(&s->sb_lock);
 	return r;
 }
@@ -531,7 +531,7 @@ int store_append_extents(struct cowfile_store *s, struct store_extent *new,
 		}
 		seal_block(buf);
 		r = cowfile_block_io(s->bdev, le64_to_cpu(sb->extent_table_sectors[blk]),
-				  buf, REQ_OP_WRITE | REQ_FUA | REQ_SYNC);
+				     buf, REQ_OP_WRITE | REQ_FUA | REQ_SYNC);
 		if (r) {
 			*error = "Cannot write the store extent table";
 			goto undo;
