@@ -84,10 +84,18 @@ static inline void memzero_page(struct page *page, size_t offset, size_t len)
 #define COWFILE_MODE_WRITE	FMODE_WRITE
 #endif
 
-/* IMA measurement status exists since 5.15. */
+/*
+ * IMA measurement status (STATUSTYPE_IMA) exists since 5.15; before, no
+ * status request is one.
+ */
+static inline bool cowfile_status_is_ima(status_type_t type)
+{
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 15, 0)
-#define COWFILE_HAVE_STATUSTYPE_IMA 1
+	return type == STATUSTYPE_IMA;
+#else
+	return false;
 #endif
+}
 
 /*
  * The store may live on a filesystem mounted from another device, which

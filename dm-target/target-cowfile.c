@@ -256,15 +256,12 @@ static void cowfile_status(struct dm_target *ti, status_type_t type,
 		if (cc->low_water)
 			DMEMIT(" 2 %s %u", COWFILE_FEATURE_LOW_WATER, cc->low_water);
 		break;
-#ifdef COWFILE_HAVE_STATUSTYPE_IMA
-	case STATUSTYPE_IMA:
-		DMEMIT("target_name=%s,target_version=%u.%u.%u,origin=%s,store=%s,sb_sector=%llu;",
-		       ti->type->name, ti->type->version[0], ti->type->version[1],
-		       ti->type->version[2], cc->origin->name, cc->store_name,
-		       (unsigned long long)cc->sb_sector);
-		break;
-#endif
 	default:
+		if (cowfile_status_is_ima(type))
+			DMEMIT("target_name=%s,target_version=%u.%u.%u,origin=%s,store=%s,sb_sector=%llu;",
+			       ti->type->name, ti->type->version[0], ti->type->version[1],
+			       ti->type->version[2], cc->origin->name, cc->store_name,
+			       (unsigned long long)cc->sb_sector);
 		break;
 	}
 }

@@ -189,14 +189,11 @@ static void snap_status(struct dm_target *ti, status_type_t type,
 	case STATUSTYPE_TABLE:
 		DMEMIT("%s", sc->origin->name);
 		break;
-#ifdef COWFILE_HAVE_STATUSTYPE_IMA
-	case STATUSTYPE_IMA:
-		DMEMIT("target_name=%s,target_version=%u.%u.%u,origin=%s;",
-		       ti->type->name, ti->type->version[0], ti->type->version[1],
-		       ti->type->version[2], sc->origin->name);
-		break;
-#endif
 	default:
+		if (cowfile_status_is_ima(type))
+			DMEMIT("target_name=%s,target_version=%u.%u.%u,origin=%s;",
+			       ti->type->name, ti->type->version[0], ti->type->version[1],
+			       ti->type->version[2], sc->origin->name);
 		break;
 	}
 }

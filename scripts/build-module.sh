@@ -2,13 +2,13 @@
 # build-module.sh NAME BUILD_DIR
 #
 # Build dm-cowfile.ko for one kernel of the matrix (NAME as for
-# fetch-kernel.sh: 5.10, 6.1, 6.12, newest) with W=1 and -Werror, in a copy
+# fetch-kernel.sh: 5.10, 6.1, 6.12, newest, debug) with W=1 and -Werror, in a copy
 # of dm-target/ under BUILD_DIR/dm-target/<release>/. Fetches the kernel
 # into the cache first when it is not there. Fails when the build fails or
 # prints any warning. The build log is BUILD_DIR/dm-target/<release>.log.
 set -eu
 
-[ $# -eq 2 ] || { echo "usage: $0 5.10|6.1|6.12|newest BUILD_DIR" >&2; exit 2; }
+[ $# -eq 2 ] || { echo "usage: $0 5.10|6.1|6.12|newest|debug BUILD_DIR" >&2; exit 2; }
 name=$1
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../dm-target" && pwd)

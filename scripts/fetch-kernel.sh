@@ -9,6 +9,8 @@
 #   6.12     bookworm-backports
 #   newest   sid (unstable); its headers want a gcc bookworm lacks, so a
 #            sid chroot with that gcc is bootstrapped too (kbuild-in-chroot.sh)
+#   debug    bookworm's 6.1 built from linux-source with KASAN, lockdep,
+#            kmemleak and DEBUG_ATOMIC_SLEEP (build-debug-kernel.sh)
 #
 # The cache is ${SNAPMGR_KERNEL_CACHE:-$HOME/.cache/snapmgr-kernels}/NAME/:
 #   root/boot/vmlinuz-<release>, root/lib/modules/<release>/build -> the
@@ -23,14 +25,13 @@
 set -eu
 
 usage() {
-	echo "usage: $0 5.10|6.1|6.12|newest" >&2
+	echo "usage: $0 5.10|6.1|6.12|newest|debug" >&2
 	exit 2
 }
 [ $# -eq 1 ] || usage
 name=$1
 mirror=http://deb.debian.org/debian
 security=http://deb.debian.org/debian-security
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 
 case "$name" in
 5.10)	suites="$mirror bullseye main
@@ -44,6 +45,7 @@ $security bullseye-security main" ;;
 	exit 0 ;;
 6.12)	suites="$mirror bookworm-backports main" ;;
 newest)	suites="$mirror sid main" ;;
+debug)	exec "$(dirname "$0")/build-debug-kernel.sh" ;;
 *)	usage ;;
 esac
 
@@ -65,21 +67,8 @@ fi
 
 # --- private apt ----------------------------------------------------------
 aptdir=$cache/apt
-mkdir -p "$aptdir/lists/partial" "$aptdir/cache/archives/partial" "$aptdir/debs"
-: >"$aptdir/status"
-echo "$suites" | while read -r uri suite comps; do
-	echo "deb [signed-by=$keyring] $uri $suite $comps"
-done >"$aptdir/sources.list"
-
-apt_opts="-o Dir::Etc::SourceList=$aptdir/sources.list -o Dir::Etc::SourceParts=/dev/null
- -o Dir::Etc::Preferences=/dev/null -o Dir::Etc::PreferencesParts=/dev/null
- -o Dir::State::Lists=$aptdir/lists -o Dir::Cache=$aptdir/cache -o Dir::State::status=$aptdir/status
- -o APT::Architecture=amd64 -o APT::Architectures=amd64 -o Acquire::Languages=none
- -o APT::Sandbox::User=root -o Debug::NoLocking=1 -q"
-# shellcheck disable=SC2086
-apt_get() { apt-get $apt_opts "$@"; }
-# shellcheck disable=SC2086
-apt_cache() { apt-cache $apt_opts "$@"; }
+. "$(dirname "$0")/private-apt.sh"
+private_apt "$aptdir" "$suites"
 
 log "updating package lists"
 apt_get update >&2

@@ -9,6 +9,7 @@ libdevmapper-dev libblkid-dev libfmt-dev libcli11-dev nlohmann-json3-dev
 libgtest-dev googletest
 linux-image-amd64 linux-headers-amd64 kmod dwarves sparse
 qemu-system-x86 busybox-static cpio zstd debootstrap scdoc groff-base
+flex bison bc libelf-dev
 dmsetup lvm2 thin-provisioning-tools e2fsprogs xfsprogs btrfs-progs fio util-linux
 dracut-core udev fdisk
 "
