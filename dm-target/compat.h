@@ -85,6 +85,16 @@ static inline void memzero_page(struct page *page, size_t offset, size_t len)
 #endif
 
 /*
+ * A workqueue is per-CPU unless WQ_UNBOUND; since 6.17 that is said with
+ * WQ_PERCPU, and 7.x warns when a workqueue names neither.
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 17, 0)
+#define COWFILE_WQ_PERCPU	WQ_PERCPU
+#else
+#define COWFILE_WQ_PERCPU	0
+#endif
+
+/*
  * IMA measurement status (STATUSTYPE_IMA) exists since 5.15; before, no
  * status request is one.
  */

@@ -515,7 +515,7 @@ static struct cowfile_volume *volume_create(struct block_device *origin,
 		r = -ENOMEM;
 		goto bad;
 	}
-	v->wq = alloc_workqueue("kcowfiled", WQ_MEM_RECLAIM, 0);
+	v->wq = alloc_workqueue("kcowfiled", WQ_MEM_RECLAIM | COWFILE_WQ_PERCPU, 0);
 	if (!v->wq) {
 		*error = "Cannot create workqueue";
 		r = -ENOMEM;
