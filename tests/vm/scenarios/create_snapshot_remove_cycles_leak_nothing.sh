@@ -103,7 +103,8 @@ run_half() {
 }
 
 # grows CYCLES A B C: caches that grew by CYCLES / 2 or more from A to B
-# and from B to C; fails when there are any.
+# and from B to C, by amounts within 3x of each other; fails when there
+# are any.
 grows() {
 	python3 - "$@" <<'EOF'
 import sys
@@ -130,10 +131,12 @@ leaks = []
 for name in sorted(set(u[0]) & set(u[1]) & set(u[2])):
     a, b = u[1][name] - u[0][name], u[2][name] - u[1][name]
     per_cycle = 4096 if name == "vmalloc" else 1  # vmalloc counts bytes
-    if min(a, b) >= cycles * per_cycle // 2:
+    # A leak grows both halves alike; a burst in one (a cache filled once,
+    # +319 then +11 in kmalloc-8 on 5.10) is not one.
+    if min(a, b) >= cycles * per_cycle // 2 and 3 * min(a, b) >= max(a, b):
         leaks.append(f"{name}: +{a} then +{b}")
     elif max(a, b) > 0:
-        print(f"  {name}: +{a} then +{b} (not in both halves)")
+        print(f"  {name}: +{a} then +{b} (not steady in both halves)")
 print(f"{len(u[0])} caches compared over two halves of {cycles} cycles")
 for l in leaks:
     print("GROWS", l)
