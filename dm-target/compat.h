@@ -75,6 +75,13 @@ static inline void memzero_page(struct page *page, size_t offset, size_t len)
 }
 #endif
 
+/* blkdev_issue_flush() lost its gfp argument in 5.12. */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 12, 0)
+#define cowfile_issue_flush(bdev)	blkdev_issue_flush(bdev)
+#else
+#define cowfile_issue_flush(bdev)	blkdev_issue_flush(bdev, GFP_NOIO)
+#endif
+
 /* Opening a device read-only for dm_get_device(). */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
 #define COWFILE_MODE_READ	BLK_OPEN_READ

@@ -7,11 +7,14 @@
  * bio into batches; for each batch it copies the chunks' old data into store
  * slots when a snapshot is held, records the epoch (and slot) of each chunk
  * in the chunk map, makes that durable with one flush, and only then lets
- * the bios go down. Concurrent first writes thus share one commit.
+ * the bios go down. Concurrent first writes thus share one commit. Copies
+ * are flushed before their map entries are written, so a crash never keeps
+ * an entry whose copy it lost.
  *
  * An image read of a chunk that was copied needs its slot from the chunk
- * map, which may take I/O: the read worker looks it up and sends the read to
- * the store.
+ * map. map() finds it when the map block is in dm-bufio's cache (as it is
+ * after the copy); otherwise it would take I/O, and the read worker looks it
+ * up and sends the read to the store.
  */
 #include <linux/bio.h>
 #include <linux/slab.h>
@@ -103,9 +106,14 @@ static void copy_batch(struct cow_batch *b)
 	atomic64_add(i, &v->cow_copies);
 	trace_cowfile_cow_done(v, i, b->read_error || b->write_error);
 
+	/*
+	 * The copies must be durable before the map entries that point at
+	 * them: one flush now, as the commit's own flush could make a map
+	 * block durable and lose a copy it names.
+	 */
 	if (b->read_error)
 		volume_invalidate(v, COWFILE_INVALID_ORIGIN_IO);
-	else if (b->write_error)
+	else if (b->write_error || (i && cowfile_issue_flush(v->store.bdev)))
 		volume_invalidate(v, COWFILE_INVALID_STORE_IO);
 	check_low_water(v);
 }
@@ -231,8 +239,12 @@ void cow_defer_write(struct cowfile_volume *v, struct bio *bio)
 	queue_work(v->wq, &v->write_work);
 }
 
-/* Sends an image read of a copied chunk to the chunk's store slot. */
-static void map_copied_read(struct cowfile_volume *v, struct bio *bio)
+/*
+ * Points an image read of a copied chunk at the chunk's store slot. Returns
+ * 0, -EWOULDBLOCK when the chunk map block is not cached and @may_block is
+ * false (map() must not wait for I/O), or -EIO.
+ */
+int cow_remap_copied_read(struct cowfile_volume *v, struct bio *bio, bool may_block)
 {
 	sector_t sector = bio->bi_iter.bi_sector;
 	u64 chunk = chunk_of(v, sector);
@@ -242,15 +254,14 @@ static void map_copied_read(struct cowfile_volume *v, struct bio *bio)
 	struct dm_buffer *buf;
 	u32 last, slot;
 
-	if (READ_ONCE(v->snap_state) != COWFILE_SNAP_ACTIVE) {
-		bio_io_error(bio);
-		return;
-	}
-	mb = store_map_block(&v->store, idx, &buf);
-	if (IS_ERR(mb)) {
-		bio_io_error(bio);
-		return;
-	}
+	if (READ_ONCE(v->snap_state) != COWFILE_SNAP_ACTIVE)
+		return -EIO;
+	mb = may_block ? store_map_block(&v->store, idx, &buf) :
+			 store_cached_map_block(&v->store, idx, &buf);
+	if (!mb)
+		return -EWOULDBLOCK;
+	if (IS_ERR(mb))
+		return -EIO;
 	last = le32_to_cpu(mb->entries[j].last_epoch);
 	slot = le32_to_cpu(mb->entries[j].slot);
 	dm_bufio_release(buf);
@@ -258,13 +269,12 @@ static void map_copied_read(struct cowfile_volume *v, struct bio *bio)
 	if (last != (u32)(v->snap_epoch + 1) || !slot || slot > v->store.total_slots) {
 		DMERR_LIMIT("chunk %llu marked copied but the chunk map has no copy (epoch %u slot %u)",
 			    (unsigned long long)chunk, last, slot);
-		bio_io_error(bio);
-		return;
+		return -EIO;
 	}
 	bio_set_dev(bio, v->store.bdev);
 	bio->bi_iter.bi_sector = store_slot_sector(&v->store, slot - 1) +
 				 (sector & (v->chunk_sectors - 1));
-	cowfile_submit_remapped(bio);
+	return 0;
 }
 
 void cow_read_worker(struct work_struct *work)
@@ -278,8 +288,12 @@ void cow_read_worker(struct work_struct *work)
 	bio_list_init(&v->deferred_reads);
 	spin_unlock_irq(&v->lock);
 
-	while ((bio = bio_list_pop(&bios)))
-		map_copied_read(v, bio);
+	while ((bio = bio_list_pop(&bios))) {
+		if (cow_remap_copied_read(v, bio, true))
+			bio_io_error(bio);
+		else
+			cowfile_submit_remapped(bio);
+	}
 }
 
 void cow_defer_read(struct cowfile_volume *v, struct bio *bio)

@@ -147,6 +147,8 @@ int store_append_extents(struct cowfile_store *s, struct store_extent *new,
 			 unsigned int n, char **error);
 void *store_map_block(struct cowfile_store *s, u64 index,
 		      struct dm_buffer **bp);
+void *store_cached_map_block(struct cowfile_store *s, u64 index,
+			     struct dm_buffer **bp);
 void *store_reset_map_block(struct cowfile_store *s, u64 index,
 			    struct dm_buffer **bp);
 void store_prefetch_map(struct cowfile_store *s);
@@ -182,6 +184,7 @@ void cow_write_worker(struct work_struct *work);
 void cow_read_worker(struct work_struct *work);
 void cow_defer_write(struct cowfile_volume *v, struct bio *bio);
 void cow_defer_read(struct cowfile_volume *v, struct bio *bio);
+int cow_remap_copied_read(struct cowfile_volume *v, struct bio *bio, bool may_block);
 
 /* target glue */
 int cowfile_target_init(void);

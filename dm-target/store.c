@@ -429,6 +429,29 @@ void *store_map_block(struct cowfile_store *s, u64 index, struct dm_buffer **bp)
 	return data;
 }
 
+/*
+ * store_map_block() without I/O or waiting for it: NULL when block @index
+ * is not in dm-bufio's cache, or not validated yet.
+ */
+void *store_cached_map_block(struct cowfile_store *s, u64 index, struct dm_buffer **bp)
+{
+	struct map_buffer_aux *aux;
+	sector_t sector;
+	void *data;
+
+	if (map_block_sector(s, index, &sector))
+		return ERR_PTR(-ERANGE);
+	data = dm_bufio_get(s->bufio, sector >> 3, bp);
+	if (IS_ERR_OR_NULL(data))
+		return NULL; /* a read error: store_map_block() reports it */
+	aux = dm_bufio_get_aux_data(*bp);
+	if (!READ_ONCE(aux->validated)) {
+		dm_bufio_release(*bp);
+		return NULL;
+	}
+	return data;
+}
+
 /* Replaces map block @index with an empty, valid one (all chunks unwritten). */
 void *store_reset_map_block(struct cowfile_store *s, u64 index, struct dm_buffer **bp)
 {

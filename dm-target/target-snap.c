@@ -87,6 +87,20 @@ static void snap_dtr(struct dm_target *ti)
 	kfree(sc);
 }
 
+/* An image read of a copied chunk: to its slot now, or through the worker. */
+static int map_copied(struct cowfile_volume *v, struct bio *bio)
+{
+	switch (cow_remap_copied_read(v, bio, false)) {
+	case 0:
+		return DM_MAPIO_REMAPPED;
+	case -EWOULDBLOCK:
+		cow_defer_read(v, bio);
+		return DM_MAPIO_SUBMITTED;
+	default:
+		return DM_MAPIO_KILL;
+	}
+}
+
 static int snap_map(struct dm_target *ti, struct bio *bio)
 {
 	struct snap_c *sc = ti->private;
@@ -116,10 +130,8 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 	}
 
 	chunk = chunk_of(v, sector);
-	if (test_bit(chunk, v->marked)) {
-		cow_defer_read(v, bio);
-		return DM_MAPIO_SUBMITTED;
-	}
+	if (test_bit(chunk, v->marked))
+		return map_copied(v, bio);
 	/* Pairs with the write worker: set marked, then wait for no readers. */
 	io->bucket = read_bucket(chunk);
 	atomic_inc(&v->reads_inflight[io->bucket]);
@@ -128,8 +140,7 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 		if (atomic_dec_and_test(&v->reads_inflight[io->bucket]))
 			wake_up(&v->reads_wait);
 		io->bucket = -1;
-		cow_defer_read(v, bio);
-		return DM_MAPIO_SUBMITTED;
+		return map_copied(v, bio);
 	}
 	return DM_MAPIO_REMAPPED;
 }

@@ -51,6 +51,16 @@ list every chunk written in epoch E or later, for every epoch E. A store
 answer of "full" fails the check: nothing here may lose tracking, and a
 full answer would hide misses.
 
+Copies: while a snapshot is held, the chunk map entry that gives a chunk a
+slot must not be durable before the copy in that slot is, or a crash could
+keep the entry, lose the copy, and the image would read the slot's stale
+contents (the origin still holds the old data then, as the overwrite waits
+for the commit). So a map block write that records a new (epoch, slot)
+entry must be logged after a flush point that follows the last write of
+each of the slot's sectors in the epoch. Map blocks are decoded from the
+logged data; the store's layout comes from the dump. At least one copy
+must be recorded, or the check fails as having checked nothing.
+
 Flush points: adjacent flush entries with no write between them are one
 state of the disk and count as one point (the target's map commit issues
 two flushes back to back). An epoch mark is a point too: the log before any
@@ -253,6 +263,76 @@ class StoreTool:
         return frozenset(chunks)
 
 
+class CopyOrder:
+    """Checks that every copy a held snapshot needs is durable before the
+    chunk map entry that records it: a map block write that gives a chunk a
+    new (epoch, slot) entry with a slot must come after a flush point that
+    follows the last write of each of that slot's sectors in the epoch.
+    Else a crash could keep the map entry and lose the copy, while the
+    origin still holds the old data (the overwrite waits for the commit):
+    the image would read the slot's stale contents."""
+
+    HEADER = 32  # struct cowfile_block_header
+    MAP_ENTRY = struct.Struct("<II")  # last_epoch, slot
+
+    def __init__(self, dump, log_fd):
+        self.log_fd = log_fd
+        self.extents = sorted((e["logical"], e["blocks"], e["sector"]) for e in dump["extents"])
+        self.starts = [e[0] for e in self.extents]
+        self.data_start = dump["data_start"]
+        self.slot_blocks = dump["chunk_sectors"] // STORE_BLOCK_SECTORS
+        self.map_block_at = {self.sector_of(dump["map_start"] + i): i
+                             for i in range(dump["map_blocks"])}
+        self.entries = {}  # map block index -> its entries as last written
+        self.last_write = {}  # store sector of a 4 KiB block -> log index, this epoch
+        self.flush_index = -1
+        self.copies = 0
+        self.violations = []
+
+    def sector_of(self, logical):
+        i = bisect.bisect_right(self.starts, logical) - 1
+        if i < 0 or logical >= self.extents[i][0] + self.extents[i][1]:
+            sys.exit(f"store block {logical} is in no extent of the store dump")
+        first, _, sector = self.extents[i]
+        return sector + (logical - first) * STORE_BLOCK_SECTORS
+
+    def new_epoch(self):
+        self.last_write.clear()
+
+    def flush(self, e):
+        self.flush_index = e.index
+
+    def write(self, e):
+        """A logged write that lies inside the store."""
+        first = e.sector - e.sector % STORE_BLOCK_SECTORS
+        for sector in range(first, e.sector + e.sectors, STORE_BLOCK_SECTORS):
+            index = self.map_block_at.get(sector)
+            if index is None:
+                self.last_write[sector] = e.index
+            elif sector >= e.sector and sector + STORE_BLOCK_SECTORS <= e.sector + e.sectors:
+                self.map_write(e, index, os.pread(self.log_fd, STORE_BLOCK_SECTORS * 512,
+                                                   e.data_at + (sector - e.sector) * 512))
+            else:
+                sys.exit(f"log entry {e.describe()} writes part of chunk map block {index}")
+
+    def map_write(self, e, index, block):
+        new = list(self.MAP_ENTRY.iter_unpack(block[self.HEADER:]))
+        old = self.entries.get(index, [])
+        for j, entry in enumerate(new):
+            if entry[1] and (j >= len(old) or old[j] != entry):
+                self.copies += 1
+                self.check_slot(e, entry[1] - 1)
+        self.entries[index] = new
+
+    def check_slot(self, e, slot):
+        for b in range(self.slot_blocks):
+            sector = self.sector_of(self.data_start + slot * self.slot_blocks + b)
+            w = self.last_write.get(sector)
+            if w is None or w > self.flush_index:
+                self.violations.append((e, slot, sector, w, self.flush_index))
+                return
+
+
 def find_mark(entries, text, after=-1):
     for e in entries[after + 1:]:
         if e.flags & MARK and e.mark == text:
@@ -343,8 +423,10 @@ def check(args):
     if end is None:
         sys.exit(f"no mark '{args.end_mark}' after '{args.start_mark}' in the log")
     with open(args.store_dump) as f:
-        whole, meta = store_ranges(json.load(f))
+        dump = json.load(f)
+    whole, meta = store_ranges(dump)
     epoch = args.open_epoch
+    copy_order = CopyOrder(dump, args.log_fd)
     answers = Answers(args, entries, start, meta)
     first = answers.at(start, epoch)
     if first:
@@ -375,6 +457,7 @@ def check(args):
                 check_window(e.index)
                 epoch = int(mark.split("=")[1])
                 written.setdefault(epoch, {})
+                copy_order.new_epoch()
                 answers.at(e.index, epoch)
                 disk_changed = False
             continue
@@ -382,6 +465,8 @@ def check(args):
             disk_changed = True
             if whole.covers(e.sector, e.sectors):
                 counts["store"] += 1
+                if not e.flags & DISCARD:
+                    copy_order.write(e)
             else:
                 counts["discards" if e.flags & DISCARD else "writes"] += 1
                 counts["sectors"] += e.sectors
@@ -389,6 +474,7 @@ def check(args):
                                (e.sector + e.sectors - 1) // chunk_sectors + 1):
                     written[epoch].setdefault(c, (e, mark))
         if e.is_flush_point():
+            copy_order.flush(e)
             counts["flush" if e.flags & FLUSH else "fua"] += 1
             if disk_changed:
                 check_window(e.index)
@@ -437,6 +523,14 @@ def check(args):
           f"{time.monotonic() - t_start:.1f} s")
     if not data_writes or len(answers.states) < 2:
         sys.exit("nothing to check: no data write or no flush point after the start mark")
+    print(f"copies recorded in the chunk map: {copy_order.copies}, "
+          f"{len(copy_order.violations)} of them before their data was durable")
+    if not copy_order.copies:
+        sys.exit("nothing to check: no copy recorded in the chunk map")
+    for e, slot, sector, w, flush in copy_order.violations[:args.show]:
+        print(f"  COPY NOT DURABLE: entry {e.describe()} records slot {slot}, whose "
+              f"sector {sector} was " + (f"written by entry {w}, after the last flush point "
+              f"(entry {flush})" if w is not None else "not written in this epoch"))
     if args.map_lag:
         print(f"map lag: each write checked against the store {args.map_lag} flush "
               f"point(s) too early")
@@ -456,10 +550,11 @@ def check(args):
                   f"mark '{m}'); the store at flush point {base} (entry {index}, {len(have)} "
                   f"chunks marked since epoch {epoch_then}) lacks it; writes checked up to "
                   f"entry {upto}")
-    if missed or final_missed:
+    if missed or final_missed or copy_order.violations:
         return 1
     print("ok: every data write is covered by the store as durable at the flush point "
-          "before it, and by the final store since every epoch")
+          "before it, and by the final store since every epoch; every copy was durable "
+          "before the map entry that records it")
     return 0
 
 
