@@ -4,7 +4,9 @@
 # changed. dm-log-writes records the disk under the volume (ext4, then xfs,
 # each with its store file on itself) while it takes a mixed load across
 # snapshots and releases; logwrites.py replays the log flush point by flush
-# point and reads each replayed store with cowfile-store.
+# point and reads each replayed store with cowfile-store. It also checks
+# that every copy into the store was durable before the chunk map entry
+# naming its slot was written.
 . "$(dirname "$0")/../lib.sh"
 logwrites=$(dirname "$0")/../logwrites.py
 
@@ -139,7 +141,7 @@ run() {
 	python3 "$logwrites" check "$LOG" "$SCRATCH" "$SB_SECTOR" --store-tool "$COWFILE_STORE" \
 		--store-dump /tmp/store.json --open-epoch "$e0" --compare "$DATA" \
 		--save-answers /tmp/answers.json ||
-		fail "$fstype: the store as replayed missed a write, or the replay is wrong"
+		fail "$fstype: the store as replayed missed a write or named a copy before it was durable, or the replay is wrong"
 	echo "check: $((SECONDS - t)) s"
 
 	# Negative check, on the answers the replay gave: each write checked
