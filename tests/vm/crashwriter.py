@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Writer and checker for the crash tests.
 
-  crashwriter.py write VOLUME LOGDEV CHUNK_BYTES WRITERS
+  crashwriter.py write VOLUME LOGDEV CHUNK_BYTES WRITERS BOOT STARTED
       Forever, in WRITERS processes: pick a random chunk and 4 KiB offset,
       make a log record of it durable on LOGDEV (O_DIRECT|O_SYNC), then
-      write a 4 KiB stamp of that record to VOLUME (O_DIRECT). The VM is
-      killed while this runs.
+      write a 4 KiB stamp of that record to VOLUME (O_DIRECT). Creates the
+      file STARTED once every writer has a durable record, so that the host
+      times its power cut from there (starting Python under TCG takes
+      seconds). The VM is killed while this runs.
 
   crashwriter.py check VOLUME LOGDEV CHUNK_BYTES WRITERS BOOT < changes.json
       Every logged write must be in the changed chunks, except that the
@@ -31,7 +33,7 @@ def stamp(boot, w, n, chunk, off):
     return (line * (4096 // len(line) + 1))[:4096]
 
 
-def writer(vol, log, chunk_bytes, w, boot):
+def writer(vol, log, chunk_bytes, w, boot, started):
     vfd = os.open(vol, os.O_WRONLY | os.O_DIRECT)
     lfd = os.open(log, os.O_WRONLY | os.O_DIRECT | os.O_SYNC)
     nchunks = os.lseek(vfd, 0, os.SEEK_END) // chunk_bytes
@@ -45,6 +47,9 @@ def writer(vol, log, chunk_bytes, w, boot):
         rec.seek(0)
         rec.write(line.ljust(512, b"\0"))
         os.pwrite(lfd, memoryview(rec)[:512], w * REGION + n * 512)
+        if n == 0:
+            os.write(started, b"w")
+            os.close(started)
         data.seek(0)
         data.write(stamp(boot, w, n, chunk, off))
         os.pwrite(vfd, data, off)
@@ -52,14 +57,24 @@ def writer(vol, log, chunk_bytes, w, boot):
     os.close(lfd)
 
 
-def write(vol, log, chunk_bytes, writers, boot):
+def write(vol, log, chunk_bytes, writers, boot, started_file):
+    rfd, wfd = os.pipe()
     pids = []
     for w in range(writers):
         pid = os.fork()
         if pid == 0:
-            writer(vol, log, chunk_bytes, w, boot)
+            os.close(rfd)
+            writer(vol, log, chunk_bytes, w, boot, wfd)
             os._exit(0)
         pids.append(pid)
+    os.close(wfd)
+    got = b""
+    while len(got) < writers:
+        more = os.read(rfd, writers)
+        if not more:
+            sys.exit("a writer ended before its first record")
+        got += more
+    open(started_file, "w").close()
     for pid in pids:
         os.waitpid(pid, 0)
 
@@ -107,7 +122,7 @@ if __name__ == "__main__":
     mode, vol, log = sys.argv[1:4]
     chunk_bytes, writers, boot = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
     if mode == "write":
-        write(vol, log, chunk_bytes, writers, boot)
+        write(vol, log, chunk_bytes, writers, boot, sys.argv[7])
     elif mode == "check":
         sys.exit(check(vol, log, chunk_bytes, writers, boot))
     else:

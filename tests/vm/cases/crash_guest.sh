@@ -76,10 +76,13 @@ run)
 	fi
 	expect_eq "$(status_field vol 8)" "$([ -n "$INSTANT" ] && echo active || echo none)" "snapshot state"
 	echo $(( $(status_field vol 4) - 1 )) > "$VM_RESULTS/since.$boot"
-	# Tell the host the checks passed; what follows is killed at random.
+	# Tell the host the checks passed; the writer tells it when every
+	# writer has logged its first write, and the power is cut at random
+	# after that.
 	echo "writing until the VM is killed"
 	echo "boot $boot checked" > "$VM_RESULTS/checked.$boot"
-	python3 "$here/crashwriter.py" write /dev/mapper/vol /dev/vdc $CHUNK $WRITERS "$boot" 0
+	python3 "$here/crashwriter.py" write /dev/mapper/vol /dev/vdc $CHUNK $WRITERS "$boot" \
+		"$VM_RESULTS/writing.$boot"
 	echo "writer finished before the kill"
 	;;
 esac
