@@ -509,10 +509,9 @@ static struct cowfile_volume *volume_create(struct block_device *origin,
 		*error = "Cannot create kcopyd client";
 		goto bad;
 	}
-	v->batch = cow_batch_alloc(v);
-	if (!v->batch) {
-		*error = "Cannot allocate copy batch";
-		r = -ENOMEM;
+	r = cow_alloc_batches(v);
+	if (r) {
+		*error = "Cannot allocate copy batches";
 		goto bad;
 	}
 	v->wq = alloc_workqueue("kcowfiled", WQ_MEM_RECLAIM | COWFILE_WQ_PERCPU, 0);
@@ -540,7 +539,7 @@ bad_store:
 		destroy_workqueue(v->wq);
 	if (v->kcopyd)
 		dm_kcopyd_client_destroy(v->kcopyd);
-	kfree(v->batch);
+	cow_free_batches(v);
 	kvfree(v->store_ranges);
 	bitmap_free(v->marked);
 	bitmap_free(v->pending);
@@ -571,7 +570,7 @@ static void volume_destroy(struct cowfile_volume *v)
 	mutex_unlock(&v->state_lock);
 
 	store_close(&v->store);
-	kfree(v->batch);
+	cow_free_batches(v);
 	kvfree(v->store_ranges);
 	bitmap_free(v->marked);
 	bitmap_free(v->pending);
