@@ -3,19 +3,13 @@
  * The deferred paths of the I/O flow.
  *
  * A write (or discard, or write-zeroes) to a chunk not yet marked in the
- * open epoch is held back. The write worker gathers the chunks of held bios
- * into batches and lets each batch's bios go down only once the chunks'
- * epoch (and, while a snapshot is held, their store slot) is durable in the
- * chunk map. Concurrent first writes thus share one commit.
- *
- * While a snapshot is held, a batch takes two rounds of the worker, and the
- * rounds overlap: in one round the worker copies the new batch's chunks into
- * store slots while it writes the chunk map entries of the batch copied in
- * the round before, then one flush makes both durable. An entry is thus only
- * written (or left dirty in dm-bufio, which may write it at any time) after
- * the copy it names is durable, so a crash never keeps an entry whose copy
- * it lost, and each batch costs one flush instead of two. Tracking only, a
- * batch is recorded and flushed in one round.
+ * open epoch is held back. The write worker gathers the chunks of every held
+ * bio into batches; for each batch it copies the chunks' old data into store
+ * slots when a snapshot is held, records the epoch (and slot) of each chunk
+ * in the chunk map, makes that durable with one flush, and only then lets
+ * the bios go down. Concurrent first writes thus share one commit. Copies
+ * are flushed before their map entries are written, so a crash never keeps
+ * an entry whose copy it lost.
  *
  * An image read of a chunk that was copied needs its slot from the chunk
  * map. map() finds it when the map block is in dm-bufio's cache (as it is
@@ -32,64 +26,22 @@
 
 struct cow_batch {
 	struct cowfile_volume *v;
-	struct bio_list bios;		/* go down when the batch is done */
 	unsigned int nr;
 	u64 chunks[COW_BATCH_MAX];
 	u64 slots[COW_BATCH_MAX];	/* 1 + slot, 0 when not copied */
-	bool copied;			/* map entries go in the next round */
 
 	atomic_t copies_left;
 	struct completion copies_done;
 	bool read_error, write_error;
 };
 
-int cow_alloc_batches(struct cowfile_volume *v)
+struct cow_batch *cow_batch_alloc(struct cowfile_volume *v)
 {
-	unsigned int i;
+	struct cow_batch *b = kzalloc(sizeof(*b), GFP_KERNEL);
 
-	for (i = 0; i < ARRAY_SIZE(v->batches); i++) {
-		v->batches[i] = kzalloc(sizeof(*v->batches[i]), GFP_KERNEL);
-		if (!v->batches[i])
-			return -ENOMEM;
-		v->batches[i]->v = v;
-	}
-	return 0;
-}
-
-void cow_free_batches(struct cowfile_volume *v)
-{
-	unsigned int i;
-
-	for (i = 0; i < ARRAY_SIZE(v->batches); i++)
-		kfree(v->batches[i]);
-}
-
-/*
- * Moves bios from @queue into @b while their new chunks fit. A bio goes down
- * with the batch that takes its last new chunk; one whose chunks are all
- * marked, or pending in the batch before, goes with this one, which is done
- * after that one. A bio that does not fit stays at the head of @queue.
- */
-static void gather_batch(struct cow_batch *b, struct bio_list *queue)
-{
-	struct cowfile_volume *v = b->v;
-	struct bio *bio;
-
-	while ((bio = bio_list_peek(queue))) {
-		u64 c = chunk_of(v, bio->bi_iter.bi_sector);
-		u64 last = chunk_of(v, bio_end_sector(bio) - 1);
-
-		for (; c <= last; c++) {
-			if (test_bit(c, v->marked) || test_bit(c, v->pending))
-				continue;
-			if (b->nr == COW_BATCH_MAX)
-				return;
-			__set_bit(c, v->pending);
-			b->slots[b->nr] = 0;
-			b->chunks[b->nr++] = c;
-		}
-		bio_list_add(&b->bios, bio_list_pop(queue));
-	}
+	if (b)
+		b->v = v;
+	return b;
 }
 
 static void copy_done(int read_err, unsigned long write_err, void *context)
@@ -117,8 +69,8 @@ static void check_low_water(struct cowfile_volume *v)
 	}
 }
 
-/* Starts copying each chunk of the batch into a fresh store slot. */
-static void start_copies(struct cow_batch *b)
+/* Copies each chunk of the batch into a fresh store slot, all at once. */
+static void copy_batch(struct cow_batch *b)
 {
 	struct cowfile_volume *v = b->v;
 	unsigned int i;
@@ -149,29 +101,25 @@ static void start_copies(struct cow_batch *b)
 		atomic_inc(&b->copies_left);
 		dm_kcopyd_copy(v->kcopyd, &from, 1, &to, 0, copy_done, b);
 	}
+	if (!atomic_dec_and_test(&b->copies_left))
+		wait_for_completion_io(&b->copies_done);
 	atomic64_add(i, &v->cow_copies);
+	trace_cowfile_cow_done(v, i, b->read_error || b->write_error);
+
+	/*
+	 * The copies must be durable before the map entries that point at
+	 * them: one flush now, as the commit's own flush could make a map
+	 * block durable and lose a copy it names.
+	 */
+	if (b->read_error)
+		volume_invalidate(v, COWFILE_INVALID_ORIGIN_IO);
+	else if (b->write_error || (i && cowfile_issue_flush(v->store.bdev)))
+		volume_invalidate(v, COWFILE_INVALID_STORE_IO);
 	check_low_water(v);
 }
 
-/* Waits for the batch's copies; a failed copy invalidates the snapshot. */
-static void wait_copies(struct cow_batch *b)
-{
-	struct cowfile_volume *v = b->v;
-
-	if (!atomic_dec_and_test(&b->copies_left))
-		wait_for_completion_io(&b->copies_done);
-	trace_cowfile_cow_done(v, b->nr, b->read_error || b->write_error);
-	if (b->read_error)
-		volume_invalidate(v, COWFILE_INVALID_ORIGIN_IO);
-	else if (b->write_error)
-		volume_invalidate(v, COWFILE_INVALID_STORE_IO);
-}
-
-/*
- * Writes the batch's chunks into the chunk map blocks in dm-bufio's cache;
- * the round's flush makes them durable. Returns 0 or an I/O error.
- */
-static int record_batch(struct cow_batch *b)
+/* Records the batch's chunks in the chunk map and makes it durable. */
+static void record_batch(struct cow_batch *b)
 {
 	struct cowfile_volume *v = b->v;
 	struct cowfile_map_block *mb = NULL;
@@ -179,6 +127,7 @@ static int record_batch(struct cow_batch *b)
 	u64 held = U64_MAX;
 	bool keep_slots = v->snap_state == COWFILE_SNAP_ACTIVE;
 	unsigned int i;
+	int r = 0;
 
 	for (i = 0; i < b->nr; i++) {
 		u64 idx = div_u64(b->chunks[i], COWFILE_MAP_ENTRIES_PER_BLOCK);
@@ -190,8 +139,11 @@ static int record_batch(struct cow_batch *b)
 				dm_bufio_release(buf);
 			buf = NULL;
 			mb = store_map_block(&v->store, idx, &buf);
-			if (IS_ERR(mb))
-				return PTR_ERR(mb);
+			if (IS_ERR(mb)) {
+				r = PTR_ERR(mb);
+				buf = NULL;
+				break;
+			}
 			held = idx;
 		}
 		e = &mb->entries[j];
@@ -201,16 +153,27 @@ static int record_batch(struct cow_batch *b)
 	}
 	if (buf)
 		dm_bufio_release(buf);
-	return 0;
+	if (!r)
+		r = store_commit_map(&v->store);
+	atomic64_inc(&v->commits);
+	trace_cowfile_commit(v, b->nr, r);
+	if (r)
+		volume_tracking_lost(v);
 }
 
-/* The batch's chunks are marked: its bios go down. */
-static void finish_batch(struct cow_batch *b)
+static void commit_batch(struct cow_batch *b)
 {
 	struct cowfile_volume *v = b->v;
 	bool holding = v->snap_state == COWFILE_SNAP_ACTIVE;
-	struct bio *bio;
 	unsigned int i;
+
+	if (!b->nr)
+		return;
+	memset(b->slots, 0, sizeof(b->slots[0]) * b->nr);
+	if (holding && v->mode == COWFILE_MODE_TRACKING)
+		copy_batch(b);
+	if (v->mode == COWFILE_MODE_TRACKING)
+		record_batch(b);
 
 	for (i = 0; i < b->nr; i++) {
 		__clear_bit(b->chunks[i], v->pending);
@@ -229,82 +192,41 @@ static void finish_batch(struct cow_batch *b)
 			wait_event(v->reads_wait,
 				   !atomic_read(&v->reads_inflight[read_bucket(b->chunks[i])]));
 	b->nr = 0;
-	while ((bio = bio_list_pop(&b->bios)))
-		cowfile_submit_remapped(bio);
-}
-
-/*
- * One round: copies @cur's chunks when a snapshot is held, records @prev
- * (copied in the round before) and, when it needs no copy, @cur, and makes
- * all of it durable with one flush. Called with state_lock held.
- */
-static void commit_round(struct cow_batch *prev, struct cow_batch *cur)
-{
-	struct cowfile_volume *v = cur->v;
-	bool tracking = v->mode == COWFILE_MODE_TRACKING;
-	unsigned int recorded = 0;
-	int r = 0;
-
-	cur->copied = cur->nr && tracking && v->snap_state == COWFILE_SNAP_ACTIVE;
-	if (cur->copied)
-		start_copies(cur);
-	if (prev && tracking) {
-		r = record_batch(prev);
-		recorded += prev->nr;
-	}
-	if (!cur->copied && cur->nr && tracking && !r) {
-		r = record_batch(cur);
-		recorded += cur->nr;
-	}
-	if (recorded)
-		store_start_map_write(&v->store);
-	if (cur->copied)
-		wait_copies(cur);
-
-	if (!r && recorded)
-		r = store_commit_map(&v->store);
-	else if (!r && cur->copied && cowfile_issue_flush(v->store.bdev))
-		volume_invalidate(v, COWFILE_INVALID_STORE_IO);
-	if (recorded) {
-		atomic64_inc(&v->commits);
-		trace_cowfile_commit(v, recorded, r);
-	}
-	if (r) {
-		if (cur->copied)
-			volume_invalidate(v, COWFILE_INVALID_STORE_IO);
-		volume_tracking_lost(v);
-	}
-
-	if (prev)
-		finish_batch(prev);
-	if (!cur->copied)
-		finish_batch(cur);
 }
 
 void cow_write_worker(struct work_struct *work)
 {
 	struct cowfile_volume *v = container_of(work, struct cowfile_volume, write_work);
-	struct bio_list queue = BIO_EMPTY_LIST;
-	struct cow_batch *prev = NULL, *cur;
-	unsigned int turn = 0;
+	struct cow_batch *b = v->batch;
+	struct bio_list bios;
+	struct bio *bio;
 
-	for (;;) {
-		spin_lock_irq(&v->lock);
-		bio_list_merge(&queue, &v->deferred_writes);
-		bio_list_init(&v->deferred_writes);
-		spin_unlock_irq(&v->lock);
-		if (bio_list_empty(&queue) && !prev)
-			return;
+	spin_lock_irq(&v->lock);
+	bios = v->deferred_writes;
+	bio_list_init(&v->deferred_writes);
+	spin_unlock_irq(&v->lock);
+	if (bio_list_empty(&bios))
+		return;
 
-		/* The lock is dropped between rounds, so status never waits long. */
-		mutex_lock(&v->state_lock);
-		cur = v->batches[turn];
-		turn ^= 1;
-		gather_batch(cur, &queue);
-		commit_round(prev, cur);
-		mutex_unlock(&v->state_lock);
-		prev = cur->copied ? cur : NULL;
+	mutex_lock(&v->state_lock);
+	bio_list_for_each(bio, &bios) {
+		u64 c = chunk_of(v, bio->bi_iter.bi_sector);
+		u64 last = chunk_of(v, bio_end_sector(bio) - 1);
+
+		for (; c <= last; c++) {
+			if (test_bit(c, v->marked) || test_bit(c, v->pending))
+				continue;
+			__set_bit(c, v->pending);
+			b->chunks[b->nr++] = c;
+			if (b->nr == COW_BATCH_MAX)
+				commit_batch(b);
+		}
 	}
+	commit_batch(b);
+	mutex_unlock(&v->state_lock);
+
+	while ((bio = bio_list_pop(&bios)))
+		cowfile_submit_remapped(bio);
 }
 
 void cow_defer_write(struct cowfile_volume *v, struct bio *bio)

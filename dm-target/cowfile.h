@@ -105,7 +105,7 @@ struct cowfile_volume {
 	struct work_struct write_work;
 	struct work_struct read_work;
 	struct dm_kcopyd_client *kcopyd;
-	struct cow_batch *batches[2];	/* the write worker's: copying, recording */
+	struct cow_batch *batch;	/* the write worker's, one at a time */
 
 	/*
 	 * Image reads in flight to the origin, by chunk hash. A first write
@@ -155,7 +155,6 @@ void store_prefetch_map(struct cowfile_store *s);
 struct store_extent *store_sorted_ranges(struct cowfile_store *s);
 bool store_ranges_cover(struct store_extent *ranges, unsigned int n,
 			sector_t start, sector_t len);
-void store_start_map_write(struct cowfile_store *s);
 int store_commit_map(struct cowfile_store *s);
 bool store_ranges_overlap(struct store_extent *ranges, unsigned int n,
 			  sector_t start, sector_t len);
@@ -180,8 +179,7 @@ int volume_grow(struct cowfile_volume *v, unsigned int argc, char **argv,
 size_t volume_core_bytes(struct cowfile_volume *v);
 
 /* cow.c */
-int cow_alloc_batches(struct cowfile_volume *v);
-void cow_free_batches(struct cowfile_volume *v);
+struct cow_batch *cow_batch_alloc(struct cowfile_volume *v);
 void cow_write_worker(struct work_struct *work);
 void cow_read_worker(struct work_struct *work);
 void cow_defer_write(struct cowfile_volume *v, struct bio *bio);

@@ -497,16 +497,9 @@ void store_prefetch_map(struct cowfile_store *s)
 	}
 }
 
-/* Starts writing the dirty chunk map blocks; store_commit_map waits. */
-void store_start_map_write(struct cowfile_store *s)
-{
-	dm_bufio_write_dirty_buffers_async(s->bufio);
-}
-
 /*
  * Makes every dirty chunk map block durable: dm-bufio writes them, waits,
- * and ends with a flush of the store device (every kernel we support). The
- * flush also makes durable every store write completed before it.
+ * and ends with a flush of the store device (every kernel we support).
  */
 int store_commit_map(struct cowfile_store *s)
 {

@@ -509,9 +509,10 @@ static struct cowfile_volume *volume_create(struct block_device *origin,
 		*error = "Cannot create kcopyd client";
 		goto bad;
 	}
-	r = cow_alloc_batches(v);
-	if (r) {
-		*error = "Cannot allocate copy batches";
+	v->batch = cow_batch_alloc(v);
+	if (!v->batch) {
+		*error = "Cannot allocate copy batch";
+		r = -ENOMEM;
 		goto bad;
 	}
 	v->wq = alloc_workqueue("kcowfiled", WQ_MEM_RECLAIM | COWFILE_WQ_PERCPU, 0);
@@ -539,7 +540,7 @@ bad_store:
 		destroy_workqueue(v->wq);
 	if (v->kcopyd)
 		dm_kcopyd_client_destroy(v->kcopyd);
-	cow_free_batches(v);
+	kfree(v->batch);
 	kvfree(v->store_ranges);
 	bitmap_free(v->marked);
 	bitmap_free(v->pending);
@@ -570,7 +571,7 @@ static void volume_destroy(struct cowfile_volume *v)
 	mutex_unlock(&v->state_lock);
 
 	store_close(&v->store);
-	cow_free_batches(v);
+	kfree(v->batch);
 	kvfree(v->store_ranges);
 	bitmap_free(v->marked);
 	bitmap_free(v->pending);
