@@ -1,12 +1,13 @@
 # Runs inside the benchmark VM (bench/run boots it). Disks: vda is the
 # origin every configuration writes to, vdb holds an ext4 filesystem for
 # cowfile stores and backup images, vdc is raw space for the peers' COW and
-# metadata devices. Each configuration is built fresh before each repeat,
+# metadata devices. The *_fs configurations put ext4 on the origin and write
+# into a file on it; cowfile_snap_fs keeps its store on that filesystem. Each configuration is built fresh before each repeat,
 # and the repeats are interleaved. One JSON line per measurement goes to
 # $VM_RESULTS/bench.jsonl.
 . "$SNAPMGR_SOURCE_DIR/tests/vm/lib.sh"
 REPEATS=${BENCH_REPEATS:-3}
-CONFIGS=${BENCH_CONFIGS:-"raw linear cowfile_track cowfile_snap era snapshot thin"}
+CONFIGS=${BENCH_CONFIGS:-"raw linear cowfile_track cowfile_snap era snapshot thin linear_fs cowfile_snap_fs"}
 [ "$CONFIGS" = none ] && CONFIGS="" # the backup timings only
 STEADY_SECONDS=${BENCH_STEADY_SECONDS:-8}
 CHUNK_SECTORS=128 # 64 KiB for every target
@@ -29,7 +30,8 @@ counters() {
 		awk '{ r += $1; w += $5; s += $7; f += $16 } END { print r, w, s, f }'
 }
 
-# ---- configurations: set DEV (what fio writes) and SIZE (bytes) ----
+# ---- configurations: set DEV (what fio writes), and SIZE (bytes) when DEV
+# is a file ----
 setup_raw() { DEV=$ORIGIN; }
 setup_linear() {
 	dmsetup create bench --table "0 $OSZ linear $ORIGIN 0"
@@ -73,8 +75,40 @@ setup_thin() {
 	dmsetup resume bench
 	DEV=/dev/mapper/bench
 }
+# A filesystem on the origin with a written (not just allocated) data file
+# for fio; the volume is "bench" over the origin, mounted on /mnt/bench.
+FS_DATA_MIB=320
+fs_data() {
+	mkfs.ext4 -q -F -b 4096 $ORIGIN
+	mkdir -p /mnt/bench
+	mount $ORIGIN /mnt/bench
+	dd if=/dev/zero of=/mnt/bench/data bs=1M count=$FS_DATA_MIB oflag=direct conv=fsync status=none
+}
+mount_bench() {
+	mount /dev/mapper/bench /mnt/bench
+	DEV=/mnt/bench/data
+	SIZE=$((FS_DATA_MIB << 20))
+}
+setup_linear_fs() {
+	fs_data
+	umount /mnt/bench
+	setup_linear
+	mount_bench
+}
+setup_cowfile_snap_fs() {
+	fs_data
+	new_store /mnt/bench/bench.store $((FS_DATA_MIB + 64))M $ORIGIN $CHUNK_SECTORS > /dev/null
+	[ "$STORE_DEV" = $ORIGIN ] || fail "store placed on $STORE_DEV, expected $ORIGIN"
+	umount /mnt/bench
+	dmsetup create bench --table "0 $OSZ cowfile $ORIGIN $STORE_DEV $SB_SECTOR"
+	mount_bench
+	dmsetup suspend bench
+	dmsetup message bench 0 snapshot
+	dmsetup resume bench
+}
 teardown() {
 	local d
+	! mountpoint -q /mnt/bench || umount /mnt/bench
 	dmsetup remove bench-snap 2> /dev/null || true
 	if dmsetup table bench 2> /dev/null | grep -q ' cowfile '; then
 		[ "$(status_field bench 8)" = none ] || dmsetup message bench 0 release
@@ -90,7 +124,7 @@ teardown() {
 # Copy-on-write space used so far, in bytes (0 where there is none).
 cow_bytes() {
 	case $1 in
-	cowfile_snap) echo $(( $(status_field bench 7 | cut -d/ -f1) * CHUNK_SECTORS * 512 )) ;;
+	cowfile_snap | cowfile_snap_fs) echo $(( $(status_field bench 7 | cut -d/ -f1) * CHUNK_SECTORS * 512 )) ;;
 	snapshot) dmsetup status bench-snap | awk '{ split($4, a, "/"); print a[1] * 512 }' ;;
 	*) echo 0 ;;
 	esac
@@ -138,8 +172,9 @@ PY
 for repeat in $(seq 1 "$REPEATS"); do
 	for config in $CONFIGS; do
 		log "repeat $repeat: $config"
+		SIZE=""
 		"setup_$config"
-		size=$(($(dev_sectors "$DEV") * 512))
+		size=${SIZE:-$(($(dev_sectors "$DEV") * 512))}
 		# First pass: 4 KiB at the start of every 64 KiB chunk, once each.
 		run_fio "$config" "$repeat" first_write_qd16 --filename="$DEV" --rw=write:60k \
 			--bs=4k --iodepth=16 --size=$size --io_size=$((size / 16))
@@ -190,6 +225,39 @@ fio --name=tenth --filename=/dev/mapper/bvol --rw=write:636k --bs=4k --iodepth=1
 t_incr=$(timed "$SNAPMGR" --json backup bvol /mnt/aux/bvol.img)
 incr_bytes=$(python3 -c 'import json; print(json.load(open("/tmp/timed.out"))["copied_bytes"])')
 expect_eq "$(dev_sum /mnt/aux/bvol.img)" "$(dev_sum /dev/mapper/bvol-snap)" "incremental image equals the snapshot"
+rm -f /mnt/aux/bvol.img
 "$SNAPMGR" release bvol > /dev/null
 echo "{\"config\": \"backup\", \"full_s\": $t_full, \"full_bytes\": $full_bytes, \"dd_s\": $t_dd, \"incremental_s\": $t_incr, \"incremental_bytes\": $incr_bytes}" >> "$out"
+tail -n 1 "$out"
+
+# ---- in-core memory of a 1 TiB origin (sparse, on the guest's tmpfs) ----
+log "in-core memory per TiB"
+mem_img=/tmp/mem-origin.img
+truncate -s 1T $mem_img
+modprobe loop
+mem_origin=$(losetup --find --show $mem_img)
+new_store /mnt/aux/mem.store 200M "$mem_origin" > /dev/null
+dmsetup create benchmem --table "0 $(dev_sectors "$mem_origin") cowfile $mem_origin $STORE_DEV $SB_SECTOR"
+# write_spread FIRST_BLOCK: one 4 KiB write every 4 GiB over the whole TiB.
+write_spread() {
+	local i
+	for i in $(seq 0 255); do
+		dd if=/dev/urandom of=/dev/mapper/benchmem bs=4k count=1 seek=$(((i << 20) + $1)) \
+			oflag=direct status=none
+	done
+}
+core_idle=$(status_field benchmem 11)
+write_spread 0
+core_written=$(status_field benchmem 11)
+dmsetup suspend benchmem
+dmsetup message benchmem 0 snapshot
+dmsetup resume benchmem
+write_spread 16
+core_snap=$(status_field benchmem 11)
+dmsetup message benchmem 0 release
+dmsetup remove benchmem
+"$COWFILE_STORE" destroy /mnt/aux/mem.store
+losetup -d "$mem_origin"
+rm -f $mem_img
+echo "{\"config\": \"memory\", \"origin_bytes\": $((1 << 40)), \"idle\": $core_idle, \"after_writes\": $core_written, \"snapshot_held\": $core_snap}" >> "$out"
 tail -n 1 "$out"
