@@ -52,6 +52,7 @@ void add_changes(CLI::App &app, Context &ctx);
 void add_backup(CLI::App &app, Context &ctx);
 void add_grow(CLI::App &app, Context &ctx);
 void add_wait(CLI::App &app, Context &ctx);
+void add_monitor(CLI::App &app, Context &ctx);
 
 // Sizes in tables: --units h (human, 1.5g) or b/k/m/g/t (whole units).
 std::string format_size(std::uint64_t bytes, char unit);

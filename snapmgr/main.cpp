@@ -60,6 +60,7 @@ int main(int argc, char **argv)
 	add_backup(app, ctx);
 	add_grow(app, ctx);
 	add_wait(app, ctx);
+	add_monitor(app, ctx);
 
 	try {
 		app.parse(argc, argv);

@@ -1,6 +1,11 @@
 #include "snapmgr/dm.hpp"
 
+#include <fcntl.h>
 #include <libdevmapper.h>
+#include <linux/dm-ioctl.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdarg>
@@ -230,12 +235,28 @@ void remove(const std::string &name)
 	task.run(true);
 }
 
-void wait_event(const std::string &name, std::uint32_t event_nr)
+EventPoll::EventPoll() : fd_(::open("/dev/mapper/control", O_RDWR | O_CLOEXEC))
 {
-	Task task(DM_DEVICE_WAITEVENT, name, "wait for an event");
-	if (!dm_task_set_event_nr(task.get(), event_nr))
-		task.fail(EINVAL);
-	task.run();
+	if (fd_ < 0)
+		throw DeviceError("/dev/mapper/control", errno, "cannot open /dev/mapper/control");
+}
+
+EventPoll::~EventPoll() { ::close(fd_); }
+
+void EventPoll::arm()
+{
+	struct dm_ioctl io {};
+	io.version[0] = DM_VERSION_MAJOR;
+	io.data_size = sizeof(io);
+	if (::ioctl(fd_, DM_DEV_ARM_POLL, &io) < 0)
+		throw DeviceError("/dev/mapper/control", errno, "cannot arm the dm event poll");
+}
+
+void EventPoll::wait()
+{
+	struct pollfd p = {fd_, POLLIN, 0};
+	if (::poll(&p, 1, look_again_ms) < 0 && errno != EINTR)
+		throw DeviceError("/dev/mapper/control", errno, "cannot poll for dm events");
 }
 
 std::string message(const std::string &name, const std::string &text)

@@ -1,8 +1,13 @@
 // Growing a store while it is in use: the file gets more preallocated
-// extents, and the kernel is told to append them to its data area.
+// extents, and the kernel is told to append them to its data area. The
+// monitor does it before a held snapshot's store fills, as LVM autoextends
+// a snapshot.
 #include "snapmgr/volume.hpp"
 
+#include <sys/statvfs.h>
+
 #include <cerrno>
+#include <cstring>
 
 #include <fmt/core.h>
 
@@ -82,6 +87,88 @@ std::uint64_t grow(const std::string &name, std::uint64_t add_bytes, const Logge
 		throw;
 	}
 	return accepted * store_block_size;
+}
+
+namespace {
+
+// Whether the held snapshot has used its store past the low water mark.
+bool past_low_water(const VolumeStatus &s, unsigned low_water)
+{
+	return s.kernel && s.kernel->snap_state == SnapState::active && s.store_slot_bytes &&
+	       s.store_used_bytes * 100 >= std::uint64_t(low_water) * s.store_slot_bytes;
+}
+
+// Grows the store by a step when its filesystem has room; says why not,
+// unless told to keep quiet about a refusal it has reported already.
+bool grow_step(const VolumeStatus &s, const MonitorOptions &options, bool quiet_refusal)
+{
+	const auto say = [&](const std::string &text) {
+		if (options.report)
+			options.report(fmt::format("{}: {}", s.name, text));
+	};
+	const auto refuse = [&](const std::string &text) {
+		if (!quiet_refusal)
+			say(text);
+		return false;
+	};
+	const std::string used = fmt::format("store {}% used ({} of {} bytes)",
+					     s.store_used_bytes * 100 / s.store_slot_bytes,
+					     s.store_used_bytes, s.store_slot_bytes);
+	struct statvfs fs {};
+	if (::statvfs(s.config.store.parent_path().c_str(), &fs) < 0)
+		return refuse(fmt::format("{}; cannot grow it: cannot see its filesystem's free "
+					  "space ({})",
+					  used, std::strerror(errno)));
+	const std::uint64_t free_bytes = std::uint64_t(fs.f_bavail) * fs.f_frsize;
+	if (free_bytes < options.step_bytes)
+		return refuse(fmt::format("{}; cannot grow it by {} bytes: its filesystem has {} "
+					  "bytes free",
+					  used, options.step_bytes, free_bytes));
+	try {
+		const std::uint64_t bytes = grow(s.name, options.step_bytes, options.log);
+		say(fmt::format("{}; grew it by {} bytes to {} bytes", used, options.step_bytes, bytes));
+		return true;
+	} catch (const Error &e) {
+		return refuse(fmt::format("{}; cannot grow it: {}", used, e.what()));
+	}
+}
+
+} // namespace
+
+void monitor(const std::string &name, const MonitorOptions &options)
+{
+	if (options.step_bytes == 0 || options.step_bytes % store_block_size)
+		throw UsageError("step", EINVAL,
+				 fmt::format("the growth step {} is not a positive multiple of 4K",
+					     options.step_bytes));
+	check_volume_name(name);
+	dm::EventPoll events;
+	// A refusal is said once per snapshot and store size, not at every look.
+	std::pair<std::uint64_t, std::uint64_t> refused{};
+	for (;;) {
+		events.arm();
+		auto table = attached_table(name);
+		if (!table) {
+			if (options.report)
+				options.report(fmt::format("{}: not attached, nothing to watch", name));
+			return;
+		}
+		VolumeStatus s;
+		try {
+			s = status(name);
+		} catch (const Error &) {
+			if (attached_table(name))
+				throw;
+			continue; // detached while we looked: the next turn says so
+		}
+		if (past_low_water(s, table->low_water.value_or(COWFILE_DEFAULT_LOW_WATER))) {
+			const std::pair now{s.kernel->snap_epoch, s.store_slot_bytes};
+			if (grow_step(s, options, now == refused))
+				continue; // the store may still be past the mark: look again
+			refused = now;
+		}
+		events.wait();
+	}
 }
 
 } // namespace snapmgr

@@ -107,12 +107,19 @@ VolumeStatus status(const std::string &name)
 VolumeStatus wait_for_event(const std::string &name)
 {
 	check_volume_name(name);
+	dm::EventPoll events;
+	events.arm();
 	auto info = dm::info(name);
 	if (!info || !attached_table(name))
 		throw UsageError(name, ENODEV,
 				 fmt::format("{} is not an attached cowfile volume (snapmgr list)", name));
-	dm::wait_event(name, info->event_nr);
-	return status(name);
+	for (;;) {
+		events.wait();
+		events.arm();
+		auto now = dm::info(name);
+		if (!now || now->event_nr != info->event_nr)
+			return status(name); // an event, or the volume went away
+	}
 }
 
 std::vector<VolumeStatus> list()

@@ -63,9 +63,25 @@ struct SuspendMode {
 void suspend(const std::string &name, SuspendMode mode = {});
 void resume(const std::string &name);
 void remove(const std::string &name);
-// Blocks until the device raises a dm event after the event_nr'th (returns
-// at once when it already has).
-void wait_event(const std::string &name, std::uint32_t event_nr);
+// Wakes on any dm device's event without holding a device (a DM_DEV_WAIT
+// waiter holds its device, and the kernel's removal of a device waits for
+// its holders): arm(), look at the state, then wait(), which returns at once
+// if an event came since arm(), and at the latest after look_again_ms, so
+// that the caller notices a device that went away.
+class EventPoll {
+public:
+	static constexpr int look_again_ms = 5000;
+
+	EventPoll();
+	~EventPoll();
+	EventPoll(const EventPoll &) = delete;
+	EventPoll &operator=(const EventPoll &) = delete;
+	void arm();
+	void wait();
+
+private:
+	int fd_ = -1;
+};
 // Sends a target message to sector 0; returns the target's reply, if any.
 std::string message(const std::string &name, const std::string &text);
 

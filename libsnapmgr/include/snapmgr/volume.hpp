@@ -111,6 +111,19 @@ void reset(const std::string &name, const Logger &log = {});
 // refuses, the file is cut back.
 std::uint64_t grow(const std::string &name, std::uint64_t add_bytes, const Logger &log = {});
 
+// Watches a volume until it is detached: whenever a held snapshot has used
+// its store past the kernel's low water mark (the table's low_water, else
+// 80%), grows the store by step_bytes while the store's filesystem has that
+// much free, and reports each growth and each refusal. Waits on the
+// volume's dm events in between (the kernel raises one at the mark), and
+// holds the volume lock only while it grows.
+struct MonitorOptions {
+	std::uint64_t step_bytes = std::uint64_t(1) << 30;
+	Logger report; // one line per growth or refusal
+	Logger log;    // the steps of each growth
+};
+void monitor(const std::string &name, const MonitorOptions &options);
+
 enum class VolumeState {
 	tracking,  // attached, every change recorded
 	lost,      // attached, a change may have been missed: next backup is full
@@ -141,7 +154,8 @@ std::vector<VolumeStatus> list();
 
 // Waits for the volume's next dm event (a snapshot taken, released or
 // invalidated, the store past its low water mark, tracking lost, a new
-// generation) and returns the status after it. Holds no lock while it waits.
+// generation) and returns the status after it; returns too when the volume
+// goes away. Holds no lock, and no hold on the device, while it waits.
 VolumeStatus wait_for_event(const std::string &name);
 
 // "GENERATION:EPOCH", the position a backup was taken at.
