@@ -1,5 +1,5 @@
-// snapmgr monitor: grow a held snapshot's store before it fills, for users
-// without the agent (which runs the same watcher).
+// snapmgr monitor: grow a held snapshot's store before it fills (the
+// library's watcher, which the planned agent is to run too).
 #include "command.hpp"
 
 #include <cstdio>

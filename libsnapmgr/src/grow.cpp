@@ -142,6 +142,9 @@ void monitor(const std::string &name, const MonitorOptions &options)
 				 fmt::format("the growth step {} is not a positive multiple of 4K",
 					     options.step_bytes));
 	check_volume_name(name);
+	if (!attached_table(name))
+		throw UsageError(name, ENODEV,
+				 fmt::format("{} is not an attached cowfile volume (snapmgr list)", name));
 	dm::EventPoll events;
 	// A refusal is said once per snapshot and store size, not at every look.
 	std::pair<std::uint64_t, std::uint64_t> refused{};

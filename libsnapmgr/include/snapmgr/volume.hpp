@@ -114,9 +114,10 @@ std::uint64_t grow(const std::string &name, std::uint64_t add_bytes, const Logge
 // Watches a volume until it is detached: whenever a held snapshot has used
 // its store past the kernel's low water mark (the table's low_water, else
 // 80%), grows the store by step_bytes while the store's filesystem has that
-// much free, and reports each growth and each refusal. Waits on the
-// volume's dm events in between (the kernel raises one at the mark), and
-// holds the volume lock only while it grows.
+// much free, and reports each growth and each refusal. In between it waits
+// for a dm event (the kernel raises one at the mark), looking again every
+// 5 seconds; it holds the volume lock only while it grows. Throws when the
+// volume is not attached to begin with.
 struct MonitorOptions {
 	std::uint64_t step_bytes = std::uint64_t(1) << 30;
 	Logger report; // one line per growth or refusal

@@ -76,6 +76,9 @@ expect_eq "$(stat -c %s /mnt/stores/data.store)" "$store_bytes" "store size afte
 expect_eq "$(snap_state)" active "snapshot state below full"
 "$SNAPMGR" release data
 
+expect_fail "monitor an unknown volume" "$SNAPMGR" monitor nosuch
+expect_fail "monitor with a step that is not 4K aligned" "$SNAPMGR" monitor data --step 1000
+
 log "the monitor and snapmgr wait end when the volume is detached, and do not hold it"
 "$SNAPMGR" wait data > /dev/null &
 waiter=$!
