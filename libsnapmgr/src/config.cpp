@@ -179,6 +179,32 @@ std::optional<VolumeConfig> load_config(const std::string &name)
 	return c;
 }
 
+void write_file_durably(const fs::path &path, std::string_view text, unsigned mode)
+{
+	const fs::path temp = path.string() + ".tmp";
+	{
+		FileDescriptor fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+		if (!fd.valid())
+			throw_errno(temp.string(), "cannot write");
+		if (::write(fd.get(), text.data(), text.size()) != ssize_t(text.size()) ||
+		    ::fsync(fd.get()) < 0) {
+			int e = errno;
+			::unlink(temp.c_str());
+			errno = e;
+			throw_errno(temp.string(), "cannot write");
+		}
+	}
+	if (::rename(temp.c_str(), path.c_str()) < 0) {
+		int e = errno;
+		::unlink(temp.c_str());
+		errno = e;
+		throw_errno(path.string(), "cannot install");
+	}
+	FileDescriptor d(::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	if (d.valid())
+		::fsync(d.get());
+}
+
 void save_config(const VolumeConfig &config)
 {
 	check_volume_name(config.name);
@@ -188,30 +214,7 @@ void save_config(const VolumeConfig &config)
 	if (ec)
 		throw DeviceError(dir.string(), ec.value(),
 				  fmt::format("cannot create {}: {}", dir.string(), ec.message()));
-	const fs::path path = config_path(config.name);
-	const fs::path temp = path.string() + ".tmp";
-	const std::string text = format_config(config);
-	{
-		FileDescriptor fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-		if (!fd.valid())
-			throw_errno(temp.string(), "cannot write the volume configuration");
-		if (::write(fd.get(), text.data(), text.size()) != ssize_t(text.size()) ||
-		    ::fsync(fd.get()) < 0) {
-			int e = errno;
-			::unlink(temp.c_str());
-			errno = e;
-			throw_errno(temp.string(), "cannot write the volume configuration");
-		}
-	}
-	if (::rename(temp.c_str(), path.c_str()) < 0) {
-		int e = errno;
-		::unlink(temp.c_str());
-		errno = e;
-		throw_errno(path.string(), "cannot install the volume configuration");
-	}
-	FileDescriptor d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-	if (d.valid())
-		::fsync(d.get());
+	write_file_durably(config_path(config.name), format_config(config), 0600);
 }
 
 void remove_config(const std::string &name)

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -101,6 +102,10 @@ void probe_contents(BlockDevice &d)
 		d.fs_label = value;
 	if (blkid_probe_lookup_value(probe.get(), "PART_ENTRY_UUID", &value, nullptr) == 0)
 		d.part_uuid = value;
+	if (blkid_probe_lookup_value(probe.get(), "PTTYPE", &value, nullptr) == 0)
+		d.part_table_type = value;
+	if (blkid_probe_lookup_value(probe.get(), "PTUUID", &value, nullptr) == 0)
+		d.part_table_uuid = value;
 }
 
 bool is_swap_device(unsigned major, unsigned minor)
@@ -139,6 +144,8 @@ BlockDevice probe_device(unsigned major, unsigned minor)
 	d.kernel_name = dir.filename().string();
 	d.path = "/dev/" + d.kernel_name;
 	d.is_partition = fs::exists(dir / "partition");
+	if (d.is_partition)
+		d.start_sector = read_number(dir / "start");
 	const fs::path queue = d.is_partition ? dir.parent_path() / "queue" : dir / "queue";
 	d.size_bytes = read_number(dir / "size") * 512;
 	d.logical_sector_size = unsigned(read_number(queue / "logical_block_size"));
@@ -179,6 +186,26 @@ BlockDevice probe_device(const std::string &path)
 	if (!d.dm)
 		d.path = path;
 	return d;
+}
+
+std::vector<BlockDevice> list_disks()
+{
+	std::vector<BlockDevice> disks;
+	for (const auto &name : directory_names("/sys/block")) {
+		unsigned major = 0, minor = 0;
+		char colon = 0;
+		std::istringstream number(read_line(fs::path("/sys/block") / name / "dev"));
+		if (!(number >> major >> colon >> minor) || colon != ':')
+			continue;
+		try {
+			disks.push_back(probe_device(major, minor));
+		} catch (const DeviceError &) {
+			// removed while we looked: not a disk any more
+		}
+	}
+	std::sort(disks.begin(), disks.end(),
+		  [](const auto &a, const auto &b) { return a.kernel_name < b.kernel_name; });
+	return disks;
 }
 
 std::optional<std::string> untrackable_reason(const BlockDevice &d)

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 
 #include <fmt/core.h>
@@ -50,9 +51,13 @@ public:
 	{
 		static std::once_flag once;
 		std::call_once(once, [] { dm_log_with_errno_init(keep_dm_error); });
+		last_dm_error.clear();
 		task_.reset(dm_task_create(type));
-		if (!task_)
-			throw std::bad_alloc();
+		if (!task_) // the version check opens /dev/mapper/control first
+			throw DeviceError("/dev/mapper/control", ENODEV,
+					  fmt::format("device-mapper is not available: {}",
+						      last_dm_error.empty() ? "out of memory"
+									    : last_dm_error));
 		if (!name.empty() && !dm_task_set_name(get(), name.c_str()))
 			fail(EINVAL);
 	}
@@ -153,9 +158,17 @@ std::optional<Info> info(const std::string &name)
 
 std::vector<std::string> list()
 {
-	Task task(DM_DEVICE_LIST, "", "list");
-	task.run();
 	std::vector<std::string> names;
+	std::optional<Task> made;
+	try {
+		made.emplace(DM_DEVICE_LIST, "", "list");
+	} catch (const DeviceError &e) {
+		if (e.error_number() == ENODEV)
+			return names; // no device-mapper driver: no dm devices
+		throw;
+	}
+	Task &task = *made;
+	task.run();
 	dm_names *n = dm_task_get_names(task.get());
 	if (!n || !n->dev)
 		return names;

@@ -63,6 +63,9 @@ std::filesystem::path run_dir();
 std::optional<VolumeConfig> load_config(const std::string &name);
 // Written to a temporary file, synced and renamed: never half a file.
 void save_config(const VolumeConfig &config);
+// The same for any file: path holds the old text or the new, whole.
+void write_file_durably(const std::filesystem::path &path, std::string_view text,
+			unsigned mode);
 void remove_config(const std::string &name);
 std::vector<VolumeConfig> load_all_configs();
 

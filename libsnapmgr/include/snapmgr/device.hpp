@@ -30,6 +30,9 @@ struct BlockDevice {
 	std::string fs_uuid;
 	std::string fs_label;
 	std::string part_uuid;
+	std::string part_table_type; // a whole disk's: "gpt", "dos"; empty when none
+	std::string part_table_uuid;
+	std::uint64_t start_sector = 0; // a partition's first sector on its disk
 	std::optional<DmIdentity> dm;
 	std::vector<std::string> partitions; // kernel names
 	std::vector<std::string> holders;    // kernel names of devices stacked on it
@@ -48,6 +51,9 @@ struct BlockDevice {
 // Throws DeviceError when path is not a block device.
 BlockDevice probe_device(const std::string &path);
 BlockDevice probe_device(unsigned major, unsigned minor);
+
+// Every whole disk the kernel has (/sys/block), sorted by kernel name.
+std::vector<BlockDevice> list_disks();
 
 // Why a device cannot be tracked (btrfs, zfs, swap, a partitioned disk, a
 // read-only device), or nullopt.

@@ -1,0 +1,33 @@
+#pragma once
+
+// /etc/snapmgr/agent.conf: TOML with the reference agent's keys (see
+// snapmgrd(8)), plus store_size and state_dir.
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace snapmgr::agent {
+
+struct StoreMapping {
+	std::string device;             // a disk id: its kernel name, "vdb"
+	std::filesystem::path location; // one of the store locations
+};
+
+struct AgentConfig {
+	std::string bind = "0.0.0.0";
+	unsigned port = 0;
+	unsigned threads = 32; // requests served at once (downloads included)
+	std::filesystem::path certificate, key, ca_certificate;
+	std::vector<std::filesystem::path> locations; // snapstore_destinations
+	std::vector<StoreMapping> mappings;           // applied at start
+	std::uint64_t store_bytes = 0;                // 0: snapmgr's default size
+	std::uint64_t growth_step = std::uint64_t(1) << 30; // 0: no growth
+	std::filesystem::path state_dir = "/var/lib/snapmgr/agent";
+};
+
+// Throws UsageError naming the file and what is wrong in it.
+AgentConfig load_agent_config(const std::filesystem::path &path);
+
+} // namespace snapmgr::agent

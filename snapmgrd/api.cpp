@@ -1,0 +1,571 @@
+#include "api.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include <fmt/core.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "inventory.hpp"
+#include "snapmgr/device.hpp"
+#include "snapmgr/error.hpp"
+#include "snapmgr/volume.hpp"
+
+namespace snapmgr::agent {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using httplib::Request;
+using httplib::Response;
+
+namespace {
+
+// A refusal with its HTTP status: 400 bad input, 404 unknown id, 409 wrong
+// state, 416 unsatisfiable range.
+struct HttpError : std::runtime_error {
+	HttpError(int status, const std::string &details) : std::runtime_error(details), status(status) {}
+	int status;
+};
+
+std::string_view reason(int status)
+{
+	switch (status) {
+	case 400: return "Bad Request";
+	case 404: return "Not Found";
+	case 409: return "Conflict";
+	case 416: return "Range Not Satisfiable";
+	default: return "Server error";
+	}
+}
+
+void send_error(const Request &req, Response &res, int status, const std::string &details)
+{
+	// httplib would cut an error body to the request's ranges too.
+	const_cast<Request &>(req).ranges.clear();
+	res.status = status;
+	res.set_content(json{{"error", reason(status)}, {"details", details}}.dump() + "\n",
+			"application/json");
+}
+
+void send_json(Response &res, const json &body) { res.set_content(body.dump() + "\n", "application/json"); }
+
+void log_line(const std::string &text) { fmt::print(stderr, "snapmgrd: {}\n", text); }
+
+// Runs a handler, turning what it throws into the error response: our
+// refusals keep their status, the library's "cannot do that now"
+// (UsageError) is 409, anything else is a fault (500).
+template <typename F> httplib::Server::Handler serve(F handler)
+{
+	return [handler](const Request &req, Response &res) {
+		try {
+			handler(req, res);
+		} catch (const HttpError &e) {
+			send_error(req, res, e.status, e.what());
+		} catch (const json::exception &e) {
+			send_error(req, res, 400, fmt::format("invalid request: {}", e.what()));
+		} catch (const UsageError &e) {
+			send_error(req, res, 409, e.what());
+		} catch (const std::exception &e) {
+			log_line(fmt::format("{} {}: {}", req.method, req.path, e.what()));
+			send_error(req, res, 500, e.what());
+		}
+	};
+}
+
+// A disk id is a whole disk's kernel name ("vdb", "nvme0n1"): checked by
+// its characters before it is used in a path, then looked up in sysfs.
+void check_disk_id(const std::string &id)
+{
+	const bool ok = !id.empty() && id.size() <= 64 && id[0] != '.' &&
+			std::all_of(id.begin(), id.end(), [](char c) {
+				return std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+				       c == '_' || c == '.' || c == '+';
+			});
+	if (!ok)
+		throw HttpError(400, fmt::format("\"{}\" is not a disk id", id));
+	if (!fs::exists(fs::path("/sys/block") / id))
+		throw HttpError(404, fmt::format("disk with id {} not found", id));
+}
+
+void check_snapshot_id(const std::string &id)
+{
+	if (!valid_snapshot_id(id))
+		throw HttpError(400, fmt::format("\"{}\" is not a snapshot id", id));
+}
+
+std::optional<dev_t> device_number(const std::string &path)
+{
+	struct stat st{};
+	if (path.empty() || ::stat(path.c_str(), &st) != 0 || !S_ISBLK(st.st_mode))
+		return std::nullopt;
+	return st.st_rdev;
+}
+
+// The disk a volume tracks: the kernel name of the device its
+// configuration names.
+std::optional<std::string> disk_of(const VolumeStatus &v)
+{
+	auto number = device_number(v.config.device);
+	if (!number)
+		return std::nullopt;
+	std::error_code ec;
+	fs::path dir = fs::canonical(
+		fmt::format("/sys/dev/block/{}:{}", ::major(*number), ::minor(*number)), ec);
+	if (ec || fs::exists(dir / "partition"))
+		return std::nullopt;
+	return dir.filename().string();
+}
+
+std::map<std::string, VolumeStatus> volumes_by_disk()
+{
+	std::map<std::string, VolumeStatus> out;
+	for (auto &v : list())
+		if (auto disk = disk_of(v))
+			out.emplace(*disk, std::move(v));
+	return out;
+}
+
+json device_json(const std::string &path)
+{
+	auto number = device_number(path);
+	return {{"device_path", path},
+		{"major", number ? ::major(*number) : 0},
+		{"minor", number ? ::minor(*number) : 0}};
+}
+
+// What a recorded snapshot's volume holds now: "active" while the volume
+// holds the recorded epoch of the recorded generation, "invalid" when that
+// snapshot was invalidated (store full, store error), "gone" when it was
+// released or the volume is not attached.
+std::string state_of(const RecordedDisk &d, const VolumeStatus &v)
+{
+	if (!v.kernel || v.kernel->generation != d.generation || v.kernel->snap_epoch != d.epoch)
+		return "gone";
+	return v.kernel->snap_state == SnapState::active ? "active" : "invalid";
+}
+
+json snapshot_json(const SnapshotRecord &r)
+{
+	json volumes = json::array();
+	for (const auto &d : r.disks) {
+		VolumeStatus v = status(d.volume);
+		json original = device_json(v.config.device);
+		original["tracking_id"] = d.disk;
+		volumes.push_back({{"snapshot_number", d.epoch},
+				   {"generation_id", d.generation},
+				   {"original_device", original},
+				   {"snapshot_image", device_json(v.image)},
+				   {"state", state_of(d, v)}});
+	}
+	return {{"snapshot_id", r.id}, {"volume_snapshots", volumes}};
+}
+
+// The held snapshot of disk in record r: its volume's status, or 409 when
+// the volume no longer holds it.
+VolumeStatus held(const SnapshotRecord &r, const std::string &disk, RecordedDisk &which)
+{
+	auto d = std::find_if(r.disks.begin(), r.disks.end(),
+			      [&disk](const auto &x) { return x.disk == disk; });
+	if (d == r.disks.end())
+		throw HttpError(404, fmt::format("could not find volume snapshot for {}", disk));
+	which = *d;
+	VolumeStatus v = status(d->volume);
+	const std::string state = state_of(*d, v);
+	if (state != "active" || v.image.empty())
+		throw HttpError(409, fmt::format("the snapshot of {} is {}{}", disk, state,
+						 v.kernel && !v.kernel->invalid_reason.empty()
+							 ? " (" + v.kernel->invalid_reason + ")"
+							 : ""));
+	return v;
+}
+
+bool flag(const Request &req, const std::string &name)
+{
+	const std::string v = req.get_param_value(name.c_str());
+	return v == "1" || v == "t" || v == "T" || v == "true" || v == "TRUE" || v == "True";
+}
+
+std::uint64_t number_param(const Request &req, const char *name)
+{
+	const std::string v = req.get_param_value(name);
+	if (v.empty())
+		return 0;
+	std::uint64_t n = 0;
+	auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+	if (ec != std::errc() || end != v.data() + v.size())
+		throw HttpError(400, fmt::format("{}={} is not a number", name, v));
+	return n;
+}
+
+// Makes the request's byte ranges absolute and within size, dropping the
+// ones that do not overlap it (RFC 9110 14.1.2): 416 when none does. When
+// the ranges together ask for more than the whole, they are ignored and the
+// whole is sent (as the reference does), so that a request cannot make the
+// agent send a device many times over.
+void resolve_ranges(const Request &req, std::uint64_t size)
+{
+	if (req.ranges.empty())
+		return;
+	httplib::Ranges resolved;
+	std::uint64_t total = 0;
+	for (auto [first, last] : req.ranges) {
+		if (first < 0) { // "-N": the last N bytes
+			if (last <= 0 || size == 0)
+				continue;
+			first = ssize_t(size - std::min<std::uint64_t>(std::uint64_t(last), size));
+			last = ssize_t(size) - 1;
+		} else {
+			if (std::uint64_t(first) >= size || (last >= 0 && last < first))
+				continue;
+			if (last < 0 || std::uint64_t(last) >= size)
+				last = ssize_t(size) - 1;
+		}
+		resolved.emplace_back(first, last);
+		total += std::uint64_t(last - first + 1);
+	}
+	if (resolved.empty())
+		throw HttpError(416, fmt::format("no range overlaps the image's {} bytes", size));
+	// The request object is the server's own, not const: httplib sends the
+	// ranges it holds, so they are replaced by the resolved ones.
+	const_cast<Request &>(req).ranges = total > size ? httplib::Ranges{} : resolved;
+}
+
+// Streams the image device: 1 MiB reads, so a download holds 1 MiB
+// however large the range; each download has its own descriptor and no
+// lock, so any number run at once.
+void stream_image(const Request &req, Response &res, const std::string &image)
+{
+	int raw = ::open(image.c_str(), O_RDONLY | O_CLOEXEC);
+	if (raw < 0)
+		throw Error(image, errno, fmt::format("{}: {}", image, std::strerror(errno)));
+	auto fd = std::shared_ptr<int>(new int(raw), [](int *p) {
+		::close(*p);
+		delete p;
+	});
+	const off_t end = ::lseek(*fd, 0, SEEK_END);
+	if (end < 0)
+		throw Error(image, errno, fmt::format("{}: {}", image, std::strerror(errno)));
+	const std::uint64_t size = std::uint64_t(end);
+	res.set_header("Accept-Ranges", "bytes");
+	try {
+		resolve_ranges(req, size);
+	} catch (const HttpError &) {
+		res.set_header("Content-Range", fmt::format("bytes */{}", size));
+		throw;
+	}
+	auto buffer = std::make_shared<std::vector<char>>(std::size_t(1) << 20);
+	res.set_content_provider(
+		size, "application/octet-stream",
+		[fd, buffer, image](std::size_t offset, std::size_t length, httplib::DataSink &sink) {
+			const std::size_t n = std::min(length, buffer->size());
+			const ssize_t got = ::pread(*fd, buffer->data(), n, off_t(offset));
+			if (got <= 0) {
+				log_line(fmt::format("reading {} at {}: {}", image, offset,
+						     got < 0 ? std::strerror(errno) : "end of device"));
+				return false; // the connection is closed: the client sees it short
+			}
+			return sink.write(buffer->data(), std::size_t(got));
+		});
+}
+
+} // namespace
+
+Agent::Agent(AgentConfig config) : config_(std::move(config)), records_(config_.state_dir) {}
+
+void Agent::watch(const std::string &volume)
+{
+	if (config_.growth_step == 0)
+		return;
+	{
+		std::lock_guard<std::mutex> lock(watchers_lock_);
+		if (!watchers_.insert(volume).second)
+			return;
+	}
+	std::thread([this, volume] {
+		MonitorOptions options;
+		options.step_bytes = config_.growth_step;
+		options.report = [volume](std::string_view line) {
+			log_line(fmt::format("{}: {}", volume, line));
+		};
+		try {
+			monitor(volume, options);
+		} catch (const std::exception &e) {
+			log_line(fmt::format("{}: store growth watcher: {}", volume, e.what()));
+		}
+		std::lock_guard<std::mutex> lock(watchers_lock_);
+		watchers_.erase(volume);
+	}).detach();
+}
+
+void Agent::start()
+{
+	auto tracked = volumes_by_disk();
+	for (const auto &m : config_.mappings) {
+		if (tracked.count(m.device))
+			continue;
+		try {
+			TrackOptions options;
+			options.device = "/dev/" + m.device;
+			options.name = m.device;
+			options.store = m.location / (m.device + ".snapstore");
+			options.store_bytes = config_.store_bytes;
+			TrackResult r = track(options);
+			log_line(fmt::format("{}: {} (store {})", m.device, to_string(r.outcome),
+					     options.store->string()));
+		} catch (const std::exception &e) {
+			log_line(fmt::format("snapstore_mapping of {}: {}", m.device, e.what()));
+		}
+	}
+	for (const auto &[disk, v] : volumes_by_disk())
+		if (v.state == VolumeState::tracking || v.state == VolumeState::lost)
+			watch(v.name);
+}
+
+void Agent::install(httplib::Server &server)
+{
+	const std::string api = "/api/v1";
+
+	// Which disk ids are tracked, and which devices hold store locations
+	// (never listed, never tracked).
+	auto filter = [this](const Request &req) {
+		DiskFilter f;
+		f.include_virtual = flag(req, "includeVirtual");
+		f.include_swap = flag(req, "includeSwap");
+		for (const auto &l : config_.locations) {
+			auto under = devices_under(l);
+			f.store_devices.insert(under.begin(), under.end());
+		}
+		auto tracked = std::make_shared<std::set<dev_t>>();
+		for (const auto &[disk, v] : volumes_by_disk())
+			if (auto n = device_number(v.config.device))
+				tracked->insert(*n);
+		f.tracked_id = [tracked](const BlockDevice &d) {
+			return tracked->count(::makedev(d.major, d.minor)) ? d.kernel_name : "";
+		};
+		return f;
+	};
+
+	server.Get(api + "/disks/?", serve([filter](const Request &req, Response &res) {
+			   send_json(res, disks_json(filter(req)));
+		   }));
+
+	server.Get(api + "/disks/([^/]+)/?", serve([this, filter](const Request &req, Response &res) {
+			   const std::string id = req.matches[1];
+			   check_disk_id(id);
+			   if (!volumes_by_disk().count(id))
+				   throw HttpError(404, fmt::format("disk with id {} not found (not tracked)", id));
+			   DiskFilter f = filter(req);
+			   f.include_virtual = f.include_swap = true;
+			   for (const auto &d : disks_json(f))
+				   if (d.value("id", "") == id)
+					   return send_json(res, d);
+			   throw HttpError(404, fmt::format("disk with id {} not found", id));
+		   }));
+
+	server.Get(api + "/snapstorelocations/?", serve([this](const Request &, Response &res) {
+			   const auto volumes = list();
+			   json out = json::array();
+			   for (const auto &l : config_.locations) {
+				   struct statvfs vfs{};
+				   if (::statvfs(l.c_str(), &vfs) != 0)
+					   throw Error(l, errno, fmt::format("{}: {}", l.string(), std::strerror(errno)));
+				   std::uint64_t allocated = 0;
+				   for (const auto &v : volumes)
+					   if (v.config.store.parent_path() == l)
+						   allocated += v.store_bytes;
+				   MountedOn m = mount_of(l);
+				   out.push_back({{"available_capacity", std::uint64_t(vfs.f_bavail) * vfs.f_frsize},
+						  {"allocated_capacity", allocated},
+						  {"total_capacity", std::uint64_t(vfs.f_blocks) * vfs.f_frsize},
+						  {"path", l.string()},
+						  {"device_path", device_node(fmt::format("{}:{}", m.major, m.minor))},
+						  {"major", m.major},
+						  {"minor", m.minor}});
+			   }
+			   send_json(res, out);
+		   }));
+
+	auto mapping_json = [](const std::string &disk, const VolumeStatus &v) {
+		return json{{"id", format_uuid(v.config.store_uuid)},
+			    {"tracked_disk_id", disk},
+			    {"storage_location", v.config.store.parent_path().string()},
+			    {"state", to_string(v.state)}};
+	};
+
+	server.Get(api + "/snapstoremappings/?", serve([this, mapping_json](const Request &, Response &res) {
+			   json out = json::array();
+			   for (const auto &[disk, v] : volumes_by_disk())
+				   if (std::count(config_.locations.begin(), config_.locations.end(),
+						  v.config.store.parent_path()))
+					   out.push_back(mapping_json(disk, v));
+			   send_json(res, out);
+		   }));
+
+	server.Post(api + "/snapstoremappings/?", serve([this, mapping_json](const Request &req, Response &res) {
+			    const json body = json::parse(req.body);
+			    const std::string location = body.at("snapstore_location_id").get<std::string>();
+			    const std::string disk = body.at("tracked_disk_id").get<std::string>();
+			    if (location.empty() || disk.empty())
+				    throw HttpError(400, "snapstore_location_id and tracked_disk_id are required");
+			    if (!std::count(config_.locations.begin(), config_.locations.end(), fs::path(location)))
+				    throw HttpError(404, fmt::format("store location {} not found", location));
+			    check_disk_id(disk);
+			    std::lock_guard<std::mutex> lock(change_);
+			    auto tracked = volumes_by_disk();
+			    if (auto it = tracked.find(disk); it != tracked.end())
+				    throw HttpError(409, fmt::format("disk {} already has a snap store mapping: {}",
+								     disk, format_uuid(it->second.config.store_uuid)));
+			    for (const auto &l : config_.locations)
+				    if (devices_under(l).count(disk))
+					    throw HttpError(409, fmt::format("disk {} holds the store location {}",
+									     disk, l.string()));
+			    TrackOptions options;
+			    options.device = "/dev/" + disk;
+			    options.name = disk;
+			    options.store = fs::path(location) / (disk + ".snapstore");
+			    options.store_bytes = config_.store_bytes;
+			    TrackResult r = track(options);
+			    log_line(fmt::format("{}: {} (store {})", disk, to_string(r.outcome),
+						 options.store->string()));
+			    if (r.outcome == TrackOutcome::tracking)
+				    watch(r.name);
+			    send_json(res, mapping_json(disk, status(r.name)));
+		    }));
+
+	server.Post(api + "/snapshots/?", serve([this](const Request &req, Response &res) {
+			    const json body = json::parse(req.body);
+			    const auto disks = body.at("tracked_disk_ids").get<std::vector<std::string>>();
+			    if (disks.empty())
+				    throw HttpError(400, "tracked_disk_ids is empty");
+			    std::set<std::string> seen;
+			    for (const auto &d : disks) {
+				    check_disk_id(d);
+				    if (!seen.insert(d).second)
+					    throw HttpError(400, fmt::format("disk {} is named twice", d));
+			    }
+			    std::lock_guard<std::mutex> lock(change_);
+			    auto tracked = volumes_by_disk();
+			    std::vector<std::string> names;
+			    for (const auto &d : disks) {
+				    auto it = tracked.find(d);
+				    if (it == tracked.end())
+					    throw HttpError(404, fmt::format("disk {} is not tracked: map it to a "
+									     "store location first",
+									     d));
+				    names.push_back(it->second.name);
+			    }
+			    SnapshotRecord record{records_.new_id(), {}};
+			    auto taken = snapshot(names);
+			    for (std::size_t i = 0; i < taken.size(); i++)
+				    record.disks.push_back({disks[i], taken[i].name, taken[i].generation, taken[i].epoch});
+			    try {
+				    records_.save(record);
+			    } catch (...) {
+				    for (const auto &t : taken)
+					    release(t.name);
+				    throw;
+			    }
+			    log_line(fmt::format("snapshot {} of {} taken", record.id, fmt::join(disks, ", ")));
+			    send_json(res, snapshot_json(record));
+		    }));
+
+	server.Get(api + "/snapshots/?", serve([this](const Request &, Response &res) {
+			   json out = json::array();
+			   for (const auto &r : records_.all())
+				   out.push_back(snapshot_json(r));
+			   send_json(res, out);
+		   }));
+
+	auto record_of = [this](const std::string &id) {
+		check_snapshot_id(id);
+		auto r = records_.load(id);
+		if (!r)
+			throw HttpError(404, fmt::format("snapshot {} not found", id));
+		return *r;
+	};
+
+	server.Get(api + "/snapshots/([^/]+)/?", serve([record_of](const Request &req, Response &res) {
+			   send_json(res, snapshot_json(record_of(req.matches[1])));
+		   }));
+
+	server.Delete(api + "/snapshots/([^/]+)/?", serve([this, record_of](const Request &req, Response &res) {
+			      std::lock_guard<std::mutex> lock(change_);
+			      const SnapshotRecord r = record_of(req.matches[1]);
+			      for (const auto &d : r.disks)
+				      if (state_of(d, status(d.volume)) != "gone")
+					      release(d.volume);
+			      records_.remove(r.id);
+			      log_line(fmt::format("snapshot {} deleted", r.id));
+			      res.set_content("", "application/json");
+		      }));
+
+	server.Get(api + "/snapshots/([^/]+)/changes/([^/]+)/?",
+		   serve([record_of](const Request &req, Response &res) {
+			   const SnapshotRecord r = record_of(req.matches[1]);
+			   const std::string disk = req.matches[2];
+			   check_disk_id(disk);
+			   RecordedDisk d;
+			   held(r, disk, d);
+			   const std::string generation = req.get_param_value("previousGenerationID");
+			   const std::uint64_t number = number_param(req, "previousNumber");
+			   if (!generation.empty() && !parse_uuid(generation))
+				   throw HttpError(400, fmt::format("previousGenerationID={} is not a UUID", generation));
+			   std::optional<Position> since;
+			   if (!generation.empty() && number > 0)
+				   since = Position{*parse_uuid(generation), number};
+			   const Changes c = changes(d.volume, since);
+			   if (c.now.epoch != d.epoch)
+				   throw HttpError(409, fmt::format("{} holds epoch {}, not this snapshot's {}",
+								    disk, c.now.epoch, d.epoch));
+			   json ranges = json::array();
+			   if (c.set.full)
+				   ranges.push_back({{"start_offset", 0}, {"length", c.size_bytes}});
+			   for (const auto &range : c.set.ranges)
+				   ranges.push_back({{"start_offset", range.start}, {"length", range.length}});
+			   json out = {{"tracked_disk_id", disk},
+				       {"snapshot_id", r.id},
+				       {"cbt_block_size_bytes", c.chunk_bytes},
+				       {"backup_type", c.set.full ? "full" : "incremental"},
+				       {"ranges", ranges}};
+			   if (c.set.full && since)
+				   out["full_backup_reason"] = c.set.full_reason;
+			   send_json(res, out);
+		   }));
+
+	server.Get(api + "/snapshots/([^/]+)/consume/([^/]+)/?",
+		   serve([record_of](const Request &req, Response &res) {
+			   const SnapshotRecord r = record_of(req.matches[1]);
+			   const std::string disk = req.matches[2];
+			   check_disk_id(disk);
+			   RecordedDisk d;
+			   stream_image(req, res, held(r, disk, d).image);
+		   }));
+
+	server.Get(api + "/systeminfo/?", serve([filter](const Request &req, Response &res) {
+			   send_json(res, system_info(disks_json(filter(req))));
+		   }));
+
+	// Unknown paths and methods: the reference's JSON 404.
+	server.set_error_handler([](const Request &req, Response &res) {
+		if (res.body.empty() && res.status == 404)
+			send_error(req, res, 404, "Resource not found");
+	});
+	server.set_logger([](const Request &req, const Response &res) {
+		log_line(fmt::format("{} {} {} {}", req.remote_addr, req.method, req.path, res.status));
+	});
+}
+
+} // namespace snapmgr::agent

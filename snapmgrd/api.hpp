@@ -1,0 +1,40 @@
+#pragma once
+
+// The agent: the reference agent's HTTP API under /api/v1/ on top of
+// libsnapmgr, and a store growth watcher per mapped volume. It keeps no
+// state of its own in memory: volumes, snapshots and stores come from the
+// kernel, /etc/snapmgr and the stores; which volumes one snapshot id covers
+// from its snapshot records (snapshot_records.hpp).
+
+#include <mutex>
+#include <set>
+#include <string>
+
+#include <httplib.h>
+
+#include "agent_config.hpp"
+#include "snapshot_records.hpp"
+
+namespace snapmgr::agent {
+
+class Agent {
+public:
+	explicit Agent(AgentConfig config);
+	// Tracks the configuration's mappings that are not tracked yet and
+	// starts a store growth watcher for every mapped volume.
+	void start();
+	void install(httplib::Server &server);
+
+private:
+	void watch(const std::string &volume);
+
+	AgentConfig config_;
+	SnapshotRecords records_;
+	// Serialises what changes volumes (mappings, snapshots, deletions);
+	// reads and downloads do not take it.
+	std::mutex change_;
+	std::mutex watchers_lock_;
+	std::set<std::string> watchers_;
+};
+
+} // namespace snapmgr::agent

@@ -1,0 +1,27 @@
+#pragma once
+
+// First-use certificates for the agent's mutual TLS: a CA, a server
+// certificate for the names and addresses clients reach the agent by, and
+// one client certificate, all signed by that CA.
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace snapmgr::agent {
+
+struct CertificateRequest {
+	std::filesystem::path dir;           // written here: ca, server, client .crt/.key
+	std::vector<std::string> dns_names;  // the server's subjectAltName DNS entries
+	std::vector<std::string> addresses;  // its subjectAltName IP entries
+	std::string client_name = "snapmgr-client";
+	unsigned days = 3650;
+	bool overwrite = false;
+};
+
+// Writes ca.crt, ca.key, server.crt, server.key, client.crt and
+// client.key (keys mode 0600) and returns their paths. Refuses, writing
+// nothing, when one exists and overwrite is false.
+std::vector<std::filesystem::path> make_certificates(const CertificateRequest &request);
+
+} // namespace snapmgr::agent

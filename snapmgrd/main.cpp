@@ -1,0 +1,98 @@
+// snapmgrd: the remote snapshot agent (snapmgrd(8)). Serves the API over
+// HTTPS to clients holding a certificate of the configured CA, and grows
+// mapped volumes' stores while their snapshots fill them.
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+#include <httplib.h>
+
+#include "agent_config.hpp"
+#include "api.hpp"
+#include "certs.hpp"
+#include "snapmgr/error.hpp"
+#include "snapmgr/version.hpp"
+
+namespace {
+
+using namespace snapmgr::agent;
+
+int serve(const std::string &config_path)
+{
+	const AgentConfig config = load_agent_config(config_path);
+	// SIGTERM and SIGINT stop the server; every thread inherits the mask,
+	// and one waits for them.
+	sigset_t stop_signals;
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+	std::signal(SIGPIPE, SIG_IGN);
+
+	httplib::SSLServer server(config.certificate.c_str(), config.key.c_str(),
+				  config.ca_certificate.c_str());
+	if (!server.is_valid())
+		throw snapmgr::Error(config.certificate, 0,
+				     fmt::format("cannot use the TLS files {}, {} and {}",
+						 config.certificate.string(), config.key.string(),
+						 config.ca_certificate.string()));
+	const unsigned threads = config.threads;
+	server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+
+	Agent agent(config);
+	agent.start();
+	agent.install(server);
+
+	std::thread([&server, stop_signals] {
+		int signal = 0;
+		sigwait(&stop_signals, &signal);
+		server.stop();
+	}).detach();
+	if (!server.bind_to_port(config.bind.c_str(), int(config.port)))
+		throw snapmgr::Error(config.bind, 0,
+				     fmt::format("cannot listen on {} port {}", config.bind, config.port));
+	fmt::print(stderr, "snapmgrd: listening on {} port {}\n", config.bind, config.port);
+	server.listen_after_bind();
+	return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+	CLI::App app{"snapmgrd: the snapmgr agent, a snapshot and changed-block API over "
+		     "mutual TLS (see snapmgrd(8))"};
+	app.set_version_flag("--version", std::string(snapmgr::version()));
+	std::string config_path = "/etc/snapmgr/agent.conf";
+	app.add_option("-c,--config", config_path, "The agent's configuration")->capture_default_str();
+
+	CertificateRequest certs;
+	certs.dir = "/etc/snapmgr/tls";
+	auto make_certs = app.add_subcommand(
+		"make-certs", "Generate a CA, a server and a client certificate for first use");
+	make_certs->add_option("--dir", certs.dir, "Where to write them")->capture_default_str();
+	make_certs->add_option("--host", certs.dns_names, "A name clients reach the server by (repeatable)");
+	make_certs->add_option("--ip", certs.addresses, "An address clients reach the server by (repeatable)");
+	make_certs->add_option("--client-name", certs.client_name, "The client certificate's common name")
+		->capture_default_str();
+	make_certs->add_option("--days", certs.days, "Validity")->capture_default_str();
+	make_certs->add_flag("--force", certs.overwrite, "Replace certificates that exist");
+
+	CLI11_PARSE(app, argc, argv);
+	try {
+		if (*make_certs) {
+			for (const auto &f : make_certificates(certs))
+				fmt::print("{}\n", f.string());
+			return 0;
+		}
+		return serve(config_path);
+	} catch (const snapmgr::UsageError &e) {
+		fmt::print(stderr, "snapmgrd: {}\n", e.what());
+		return 2;
+	} catch (const std::exception &e) {
+		fmt::print(stderr, "snapmgrd: {}\n", e.what());
+		return 1;
+	}
+}
