@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <thread>
 
 #include <fmt/core.h>
@@ -210,16 +211,14 @@ std::uint64_t number_param(const Request &req, const char *name)
 	return n;
 }
 
-// Makes the request's byte ranges absolute and within size, dropping the
-// ones that do not overlap it (RFC 9110 14.1.2): 416 when none does. When
-// the ranges together ask for more than the whole, they are ignored and the
-// whole is sent (as the reference does), so that a request cannot make the
-// agent send a device many times over.
-void resolve_ranges(const Request &req, std::uint64_t size)
+// The request's byte ranges made absolute and within size, without the
+// ones that do not overlap it (RFC 9110 14.1.2): 416 when none does. Empty
+// (send the whole) without a Range header, and when the ranges together
+// ask for more than the whole, as the reference does, so that a request
+// cannot make the agent send a device many times over.
+std::vector<ByteRange> wanted_ranges(const Request &req, std::uint64_t size)
 {
-	if (req.ranges.empty())
-		return;
-	httplib::Ranges resolved;
+	std::vector<ByteRange> out;
 	std::uint64_t total = 0;
 	for (auto [first, last] : req.ranges) {
 		if (first < 0) { // "-N": the last N bytes
@@ -233,19 +232,59 @@ void resolve_ranges(const Request &req, std::uint64_t size)
 			if (last < 0 || std::uint64_t(last) >= size)
 				last = ssize_t(size) - 1;
 		}
-		resolved.emplace_back(first, last);
-		total += std::uint64_t(last - first + 1);
+		out.push_back({std::uint64_t(first), std::uint64_t(last - first + 1)});
+		total += out.back().length;
 	}
-	if (resolved.empty())
+	if (!req.ranges.empty() && out.empty())
 		throw HttpError(416, fmt::format("no range overlaps the image's {} bytes", size));
-	// The request object is the server's own, not const: httplib sends the
-	// ranges it holds, so they are replaced by the resolved ones.
-	const_cast<Request &>(req).ranges = total > size ? httplib::Ranges{} : resolved;
+	return total > size ? std::vector<ByteRange>{} : out;
 }
 
-// Streams the image device: 1 MiB reads, so a download holds 1 MiB
-// however large the range; each download has its own descriptor and no
-// lock, so any number run at once.
+// What a response body is made of: text (multipart headers) and ranges of
+// the image, in order.
+struct Piece {
+	std::string text;
+	ByteRange data;
+	std::uint64_t size() const { return text.empty() ? data.length : text.size(); }
+};
+
+struct Body {
+	std::vector<Piece> pieces;
+	std::string type = "application/octet-stream";
+};
+
+// The whole image, one range, or a multipart/byteranges body of several.
+Body body_of(Response &res, const std::vector<ByteRange> &ranges, std::uint64_t size)
+{
+	const auto content_range = [size](const ByteRange &r) {
+		return fmt::format("bytes {}-{}/{}", r.start, r.start + r.length - 1, size);
+	};
+	if (ranges.empty())
+		return {{{"", {0, size}}}};
+	res.status = 206;
+	if (ranges.size() == 1) {
+		res.set_header("Content-Range", content_range(ranges[0]));
+		return {{{"", ranges[0]}}};
+	}
+	std::random_device random;
+	const std::string boundary = fmt::format("snapmgrd-{:016x}{:08x}", std::uint64_t(random()) << 32 | random(), random());
+	Body body{{}, "multipart/byteranges; boundary=" + boundary};
+	for (const auto &r : ranges) {
+		body.pieces.push_back({fmt::format("\r\n--{}\r\nContent-Type: application/octet-stream\r\n"
+					      "Content-Range: {}\r\n\r\n",
+					      boundary, content_range(r)),
+				  {}});
+		body.pieces.push_back({"", r});
+	}
+	body.pieces.push_back({fmt::format("\r\n--{}--\r\n", boundary), {}});
+	return body;
+}
+
+// Streams the image device: ranges are answered here, not by httplib (its
+// multipart parts give the total size as 0 when the body comes from a
+// provider). Reads are 1 MiB at most, so a download holds 1 MiB however
+// large the range; each download has its own descriptor and no lock, so
+// any number run at once.
 void stream_image(const Request &req, Response &res, const std::string &image)
 {
 	int raw = ::open(image.c_str(), O_RDONLY | O_CLOEXEC);
@@ -260,20 +299,37 @@ void stream_image(const Request &req, Response &res, const std::string &image)
 		throw Error(image, errno, fmt::format("{}: {}", image, std::strerror(errno)));
 	const std::uint64_t size = std::uint64_t(end);
 	res.set_header("Accept-Ranges", "bytes");
+	std::vector<ByteRange> ranges;
 	try {
-		resolve_ranges(req, size);
+		ranges = wanted_ranges(req, size);
 	} catch (const HttpError &) {
 		res.set_header("Content-Range", fmt::format("bytes */{}", size));
 		throw;
 	}
+	// The request object is the server's own, not const: without its
+	// ranges httplib sends the body as it is given.
+	const_cast<Request &>(req).ranges.clear();
+	Body body = body_of(res, ranges, size);
+	auto pieces = std::make_shared<std::vector<Piece>>(std::move(body.pieces));
+	std::uint64_t length = 0;
+	for (const auto &p : *pieces)
+		length += p.size();
 	auto buffer = std::make_shared<std::vector<char>>(std::size_t(1) << 20);
 	res.set_content_provider(
-		size, "application/octet-stream",
-		[fd, buffer, image](std::size_t offset, std::size_t length, httplib::DataSink &sink) {
-			const std::size_t n = std::min(length, buffer->size());
-			const ssize_t got = ::pread(*fd, buffer->data(), n, off_t(offset));
+		length, body.type,
+		[fd, buffer, pieces, image](std::size_t offset, std::size_t want, httplib::DataSink &sink) {
+			std::uint64_t at = offset;
+			auto p = pieces->begin();
+			for (; p != pieces->end() && at >= p->size(); ++p)
+				at -= p->size();
+			if (p == pieces->end())
+				return false;
+			const std::size_t n = std::size_t(std::min<std::uint64_t>({want, p->size() - at, buffer->size()}));
+			if (!p->text.empty())
+				return sink.write(p->text.data() + at, n);
+			const ssize_t got = ::pread(*fd, buffer->data(), n, off_t(p->data.start + at));
 			if (got <= 0) {
-				log_line(fmt::format("reading {} at {}: {}", image, offset,
+				log_line(fmt::format("reading {} at {}: {}", image, p->data.start + at,
 						     got < 0 ? std::strerror(errno) : "end of device"));
 				return false; // the connection is closed: the client sees it short
 			}
@@ -297,9 +353,7 @@ void Agent::watch(const std::string &volume)
 	std::thread([this, volume] {
 		MonitorOptions options;
 		options.step_bytes = config_.growth_step;
-		options.report = [volume](std::string_view line) {
-			log_line(fmt::format("{}: {}", volume, line));
-		};
+		options.report = [](std::string_view line) { log_line(std::string(line)); };
 		try {
 			monitor(volume, options);
 		} catch (const std::exception &e) {
@@ -530,9 +584,7 @@ void Agent::install(httplib::Server &server)
 			   if (c.now.epoch != d.epoch)
 				   throw HttpError(409, fmt::format("{} holds epoch {}, not this snapshot's {}",
 								    disk, c.now.epoch, d.epoch));
-			   json ranges = json::array();
-			   if (c.set.full)
-				   ranges.push_back({{"start_offset", 0}, {"length", c.size_bytes}});
+			   json ranges = json::array(); // the whole volume when full
 			   for (const auto &range : c.set.ranges)
 				   ranges.push_back({{"start_offset", range.start}, {"length", range.length}});
 			   json out = {{"tracked_disk_id", disk},
