@@ -230,6 +230,57 @@ rm -f /mnt/aux/bvol.img
 echo "{\"config\": \"backup\", \"full_s\": $t_full, \"full_bytes\": $full_bytes, \"dd_s\": $t_dd, \"incremental_s\": $t_incr, \"incremental_bytes\": $incr_bytes}" >> "$out"
 tail -n 1 "$out"
 
+# ---- snapmgrd: 8 range downloads at once, against reading the image here ----
+log "agent downloads"
+ip link set lo up
+tls=/tmp/tls
+"$SNAPMGR_BUILD_DIR/snapmgrd/snapmgrd" make-certs --dir $tls --host localhost > /dev/null
+cat > /tmp/agent.conf <<EOF
+snapstore_destinations = ["/mnt/aux"]
+state_dir = "/tmp/agent-state"
+[api]
+bind = "127.0.0.1"
+port = 8443
+[api.tls]
+certificate = "$tls/server.crt"
+key = "$tls/server.key"
+ca_certificate = "$tls/ca.crt"
+EOF
+"$SNAPMGR_BUILD_DIR/snapmgrd/snapmgrd" -c /tmp/agent.conf > /tmp/agent.log 2>&1 &
+agent=$!
+on_exit "kill $agent 2> /dev/null || true"
+until grep -q "listening on" /tmp/agent.log; do sleep 0.2; done
+CURL=(curl -sS --cacert $tls/ca.crt --cert $tls/client.crt --key $tls/client.key)
+URL=https://localhost:8443/api/v1
+snap=$("${CURL[@]}" -f -X POST -d "{\"tracked_disk_ids\": [\"${ORIGIN#/dev/}\"]}" "$URL/snapshots/" |
+	python3 -c 'import json, sys; print(json.load(sys.stdin)["snapshot_id"])')
+image=/dev/mapper/bvol-snap
+size=$((OSZ * 512))
+t_local=$(timed dd if=$image of=/dev/null bs=1M iflag=direct status=none)
+t_one=$(timed "${CURL[@]}" -f -o /dev/null "$URL/snapshots/$snap/consume/${ORIGIN#/dev/}/")
+# 8 downloads of an eighth each, at once, with API calls while they run;
+# the eighths put together must be the image.
+eighth=$((size / 8))
+api_calls=0
+t0=$(date +%s.%N)
+pids=()
+for i in $(seq 0 7); do
+	"${CURL[@]}" -f -r $((i * eighth))-$(((i + 1) * eighth - 1)) -o /mnt/aux/part.$i \
+		"$URL/snapshots/$snap/consume/${ORIGIN#/dev/}/" &
+	pids+=($!)
+done
+while kill -0 "${pids[0]}" 2> /dev/null; do
+	"${CURL[@]}" -f -o /dev/null "$URL/snapshots/" && api_calls=$((api_calls + 1))
+done
+for pid in "${pids[@]}"; do wait "$pid" || fail "a download failed"; done
+t_eight=$(python3 -c "import time, sys; print(round(time.time() - float(sys.argv[1]), 3))" "$t0")
+expect_eq "$(cat /mnt/aux/part.{0..7} | sha256sum | cut -d' ' -f1)" "$(dev_sum $image)" "8 eighths put together"
+rm -f /mnt/aux/part.*
+"${CURL[@]}" -f -X DELETE "$URL/snapshots/$snap/"
+kill $agent
+echo "{\"config\": \"agent\", \"image_bytes\": $size, \"local_s\": $t_local, \"one_s\": $t_one, \"eight_s\": $t_eight, \"api_calls\": $api_calls}" >> "$out"
+tail -n 1 "$out"
+
 # ---- in-core memory of a 1 TiB origin (sparse, on the guest's tmpfs) ----
 log "in-core memory per TiB"
 mem_img=/tmp/mem-origin.img

@@ -46,13 +46,15 @@ def main():
     ap.add_argument("--machine", default="?")
     args = ap.parse_args()
     runs = defaultdict(list)
-    backup = memory = None
+    backup = memory = agent = None
     for line in open(args.jsonl):
         rec = json.loads(line)
         if rec["config"] == "backup":
             backup = rec
         elif rec["config"] == "memory":
             memory = rec
+        elif rec["config"] == "agent":
+            agent = rec
         else:
             runs[(rec["config"], rec["workload"])].append(rec)
     configs = [c for c in LABEL if any(k[0] == c for k in runs)]
@@ -108,6 +110,19 @@ def main():
         print(f"| dd of the same image | {backup['dd_s']:.2f} | {backup['full_bytes']:,} |")
         print(f"| incremental, 10% of chunks changed | {backup['incremental_s']:.2f} | "
               f"{backup['incremental_bytes']:,} |")
+        print()
+
+    if agent:
+        mib = agent["image_bytes"] / (1 << 20)
+        print("## snapmgrd downloads over mutual TLS\n")
+        print("| what | seconds | MiB/s | vs local read |")
+        print("|---|---|---|---|")
+        for key, what in (("local_s", "dd of the image device in the guest"),
+                          ("one_s", "one download of the whole image"),
+                          ("eight_s", f"8 downloads of an eighth each, at once, "
+                                      f"{agent['api_calls']} API calls meanwhile")):
+            print(f"| {what} | {agent[key]:.2f} | {mib / agent[key]:.1f} | "
+                  f"{agent['local_s'] / agent[key]:.2f} |")
         print()
 
     if memory:
