@@ -174,15 +174,20 @@ json snapshot_json(const SnapshotRecord &r)
 	return {{"snapshot_id", r.id}, {"volume_snapshots", volumes}};
 }
 
-// The held snapshot of disk in record r: its volume's status, or 409 when
-// the volume no longer holds it.
-VolumeStatus held(const SnapshotRecord &r, const std::string &disk, RecordedDisk &which)
+// A disk of a recorded snapshot, and its volume's status now.
+struct Held {
+	RecordedDisk disk;
+	VolumeStatus volume;
+};
+
+// The held snapshot of disk in record r, or 404 when r does not cover the
+// disk, 409 when its volume no longer holds it.
+Held held(const SnapshotRecord &r, const std::string &disk)
 {
 	auto d = std::find_if(r.disks.begin(), r.disks.end(),
 			      [&disk](const auto &x) { return x.disk == disk; });
 	if (d == r.disks.end())
 		throw HttpError(404, fmt::format("could not find volume snapshot for {}", disk));
-	which = *d;
 	VolumeStatus v = status(d->volume);
 	const std::string state = state_of(*d, v);
 	if (state != "active" || v.image.empty())
@@ -190,7 +195,7 @@ VolumeStatus held(const SnapshotRecord &r, const std::string &disk, RecordedDisk
 						 v.kernel && !v.kernel->invalid_reason.empty()
 							 ? " (" + v.kernel->invalid_reason + ")"
 							 : ""));
-	return v;
+	return {*d, std::move(v)};
 }
 
 bool flag(const Request &req, const std::string &name)
@@ -551,6 +556,13 @@ void Agent::install(httplib::Server &server)
 		return *r;
 	};
 
+	// .../{snapshot id}/{changes|consume}/{disk id}/
+	auto held_in = [record_of](const Request &req) {
+		const SnapshotRecord r = record_of(req.matches[1]);
+		check_disk_id(req.matches[2]);
+		return held(r, req.matches[2]);
+	};
+
 	server.Get(api + "/snapshots/([^/]+)/?", serve([record_of](const Request &req, Response &res) {
 			   send_json(res, snapshot_json(record_of(req.matches[1])));
 		   }));
@@ -567,12 +579,8 @@ void Agent::install(httplib::Server &server)
 		      }));
 
 	server.Get(api + "/snapshots/([^/]+)/changes/([^/]+)/?",
-		   serve([record_of](const Request &req, Response &res) {
-			   const SnapshotRecord r = record_of(req.matches[1]);
-			   const std::string disk = req.matches[2];
-			   check_disk_id(disk);
-			   RecordedDisk d;
-			   held(r, disk, d);
+		   serve([held_in](const Request &req, Response &res) {
+			   const RecordedDisk d = held_in(req).disk;
 			   const std::string generation = req.get_param_value("previousGenerationID");
 			   const std::uint64_t number = number_param(req, "previousNumber");
 			   if (!generation.empty() && !parse_uuid(generation))
@@ -583,12 +591,12 @@ void Agent::install(httplib::Server &server)
 			   const Changes c = changes(d.volume, since);
 			   if (c.now.epoch != d.epoch)
 				   throw HttpError(409, fmt::format("{} holds epoch {}, not this snapshot's {}",
-								    disk, c.now.epoch, d.epoch));
+								    d.disk, c.now.epoch, d.epoch));
 			   json ranges = json::array(); // the whole volume when full
 			   for (const auto &range : c.set.ranges)
 				   ranges.push_back({{"start_offset", range.start}, {"length", range.length}});
-			   json out = {{"tracked_disk_id", disk},
-				       {"snapshot_id", r.id},
+			   json out = {{"tracked_disk_id", d.disk},
+				       {"snapshot_id", req.matches[1].str()},
 				       {"cbt_block_size_bytes", c.chunk_bytes},
 				       {"backup_type", c.set.full ? "full" : "incremental"},
 				       {"ranges", ranges}};
@@ -598,12 +606,8 @@ void Agent::install(httplib::Server &server)
 		   }));
 
 	server.Get(api + "/snapshots/([^/]+)/consume/([^/]+)/?",
-		   serve([record_of](const Request &req, Response &res) {
-			   const SnapshotRecord r = record_of(req.matches[1]);
-			   const std::string disk = req.matches[2];
-			   check_disk_id(disk);
-			   RecordedDisk d;
-			   stream_image(req, res, held(r, disk, d).image);
+		   serve([held_in](const Request &req, Response &res) {
+			   stream_image(req, res, held_in(req).volume.image);
 		   }));
 
 	server.Get(api + "/systeminfo/?", serve([filter](const Request &req, Response &res) {
