@@ -158,11 +158,26 @@ std::string state_of(const RecordedDisk &d, const VolumeStatus &v)
 	return v.kernel->snap_state == SnapState::active ? "active" : "invalid";
 }
 
+// A recorded volume's status, or an empty one (no kernel status, so its
+// snapshot is "gone") when it was untracked since.
+VolumeStatus status_of(const RecordedDisk &d)
+{
+	try {
+		return status(d.volume);
+	} catch (const UsageError &e) {
+		if (e.error_number() != ENOENT)
+			throw;
+		VolumeStatus none;
+		none.name = d.volume;
+		return none;
+	}
+}
+
 json snapshot_json(const SnapshotRecord &r)
 {
 	json volumes = json::array();
 	for (const auto &d : r.disks) {
-		VolumeStatus v = status(d.volume);
+		VolumeStatus v = status_of(d);
 		json original = device_json(v.config.device);
 		original["tracking_id"] = d.disk;
 		volumes.push_back({{"snapshot_number", d.epoch},
@@ -188,7 +203,7 @@ Held held(const SnapshotRecord &r, const std::string &disk)
 			      [&disk](const auto &x) { return x.disk == disk; });
 	if (d == r.disks.end())
 		throw HttpError(404, fmt::format("could not find volume snapshot for {}", disk));
-	VolumeStatus v = status(d->volume);
+	VolumeStatus v = status_of(*d);
 	const std::string state = state_of(*d, v);
 	if (state != "active" || v.image.empty())
 		throw HttpError(409, fmt::format("the snapshot of {} is {}{}", disk, state,
@@ -571,7 +586,7 @@ void Agent::install(httplib::Server &server)
 			      std::lock_guard<std::mutex> lock(change_);
 			      const SnapshotRecord r = record_of(req.matches[1]);
 			      for (const auto &d : r.disks)
-				      if (state_of(d, status(d.volume)) != "gone")
+				      if (state_of(d, status_of(d)) != "gone")
 					      release(d.volume);
 			      records_.remove(r.id);
 			      log_line(fmt::format("snapshot {} deleted", r.id));
