@@ -233,25 +233,12 @@ tail -n 1 "$out"
 # ---- snapmgrd: 8 range downloads at once, against reading the image here ----
 log "agent downloads"
 ip link set lo up
-tls=/tmp/tls
-"$SNAPMGR_BUILD_DIR/snapmgrd/snapmgrd" make-certs --dir $tls --host localhost > /dev/null
-cat > /tmp/agent.conf <<EOF
-snapstore_destinations = ["/mnt/aux"]
-state_dir = "/tmp/agent-state"
-[api]
-bind = "127.0.0.1"
-port = 8443
-[api.tls]
-certificate = "$tls/server.crt"
-key = "$tls/server.key"
-ca_certificate = "$tls/ca.crt"
-EOF
-"$SNAPMGR_BUILD_DIR/snapmgrd/snapmgrd" -c /tmp/agent.conf > /tmp/agent.log 2>&1 &
-agent=$!
-on_exit "kill $agent 2> /dev/null || true"
-until grep -q "listening on" /tmp/agent.log; do sleep 0.2; done
-CURL=(curl -sS --cacert $tls/ca.crt --cert $tls/client.crt --key $tls/client.key)
-URL=https://localhost:8443/api/v1
+"$SNAPMGRD" make-certs --dir $AGENT_TLS --host localhost > /dev/null
+agent_config /mnt/aux /tmp/agent-state
+start_agent
+on_exit "kill $AGENT 2> /dev/null || true"
+CURL=("${AGENT_CURL[@]}")
+URL=$AGENT_URL
 snap=$("${CURL[@]}" -f -X POST -d "{\"tracked_disk_ids\": [\"${ORIGIN#/dev/}\"]}" "$URL/snapshots/" |
 	python3 -c 'import json, sys; print(json.load(sys.stdin)["snapshot_id"])')
 image=/dev/mapper/bvol-snap
@@ -277,7 +264,7 @@ t_eight=$(python3 -c "import time, sys; print(round(time.time() - float(sys.argv
 expect_eq "$(cat /mnt/aux/part.{0..7} | sha256sum | cut -d' ' -f1)" "$(dev_sum $image)" "8 eighths put together"
 rm -f /mnt/aux/part.*
 "${CURL[@]}" -f -X DELETE "$URL/snapshots/$snap/"
-kill $agent
+kill $AGENT
 echo "{\"config\": \"agent\", \"image_bytes\": $size, \"local_s\": $t_local, \"one_s\": $t_one, \"eight_s\": $t_eight, \"api_calls\": $api_calls}" >> "$out"
 tail -n 1 "$out"
 

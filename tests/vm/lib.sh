@@ -140,3 +140,44 @@ for e in d["extents"]:
 os.close(fd)
 ' "$1"
 }
+
+# ---- snapmgrd helpers (the agent scenario and bench/guest-bench.sh) ----
+SNAPMGRD=$SNAPMGR_BUILD_DIR/snapmgrd/snapmgrd
+AGENT_TLS=/tmp/tls
+AGENT_URL=https://localhost:8443/api/v1
+AGENT_CURL=(curl -sS --cacert $AGENT_TLS/ca.crt --cert $AGENT_TLS/client.crt --key $AGENT_TLS/client.key)
+
+# agent_config LOCATION STATE_DIR [TOP_LINES]: /tmp/agent.conf for an
+# agent on 127.0.0.1:8443 using the certificates of make-certs in
+# $AGENT_TLS, with one store location and TOP_LINES of more keys.
+agent_config() {
+	cat > /tmp/agent.conf <<CONF
+snapstore_destinations = ["$1"]
+state_dir = "$2"
+${3:-}
+
+[api]
+bind = "127.0.0.1"
+port = 8443
+
+[api.tls]
+certificate = "$AGENT_TLS/server.crt"
+key = "$AGENT_TLS/server.key"
+ca_certificate = "$AGENT_TLS/ca.crt"
+CONF
+}
+
+# start_agent: snapmgrd on /tmp/agent.conf, logging to /tmp/agent.log;
+# returns once it listens, with its pid in AGENT.
+start_agent() {
+	local started
+	started=$(grep -c "listening on" /tmp/agent.log 2> /dev/null || true)
+	"$SNAPMGRD" -c /tmp/agent.conf >> /tmp/agent.log 2>&1 &
+	AGENT=$!
+	for _ in $(seq 100); do
+		[ "$(grep -c "listening on" /tmp/agent.log)" -gt "${started:-0}" ] && return
+		kill -0 $AGENT || { cat /tmp/agent.log; fail "the agent did not start"; }
+		sleep 0.2
+	done
+	fail "the agent does not answer"
+}

@@ -11,7 +11,6 @@
 # at once return the image intact.
 . "$(dirname "$0")/../lib.sh"
 load_modules
-SNAPMGRD=$SNAPMGR_BUILD_DIR/snapmgrd/snapmgrd
 ip link set lo up
 
 json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d'"$1"')'; }
@@ -29,7 +28,7 @@ a=${disk_a#/dev/}
 b=${disk_b#/dev/}
 
 log "certificates: ours from snapmgrd make-certs, a foreign CA's from openssl"
-tls=/tmp/tls
+tls=$AGENT_TLS
 "$SNAPMGRD" make-certs --dir $tls --host localhost --ip 127.0.0.1 > /dev/null
 openssl verify -CAfile $tls/ca.crt $tls/server.crt $tls/client.crt
 expect_fail "make-certs over existing files" "$SNAPMGRD" make-certs --dir $tls --host localhost
@@ -41,43 +40,17 @@ openssl x509 -req -in /tmp/other.csr -CA /tmp/other-ca.crt -CAkey /tmp/other-ca.
 	-CAcreateserial -days 1 -out /tmp/other.crt 2> /dev/null
 
 write_config() { # growth step
-	cat > /tmp/agent.conf <<EOF
-snapstore_destinations = ["/mnt/stores"]
-state_dir = "/var/lib/snapmgr-agent"
-store_size = "8M"
-snap_store_file_size = "$1"
-
-[api]
-bind = "127.0.0.1"
-port = 8443
-
-[api.tls]
-certificate = "$tls/server.crt"
-key = "$tls/server.key"
-ca_certificate = "$tls/ca.crt"
-EOF
-}
-agent=
-start_agent() {
-	local started
-	started=$(grep -c "listening on" /tmp/agent.log 2> /dev/null || true)
-	"$SNAPMGRD" -c /tmp/agent.conf >> /tmp/agent.log 2>&1 &
-	agent=$!
-	for _ in $(seq 100); do
-		[ "$(grep -c "listening on" /tmp/agent.log)" -gt "${started:-0}" ] && return
-		kill -0 $agent || { cat /tmp/agent.log; fail "the agent did not start"; }
-		sleep 0.2
-	done
-	fail "the agent does not answer"
+	agent_config /mnt/stores /var/lib/snapmgr-agent "store_size = \"8M\"
+snap_store_file_size = \"$1\""
 }
 # SIGTERM: the agent stops serving and exits 0.
-stop_agent() { kill $agent; wait $agent || fail "the agent exited with status $?"; }
+stop_agent() { kill $AGENT; wait $AGENT || fail "the agent exited with status $?"; }
 write_config 16M
 start_agent
-on_exit 'kill $agent 2> /dev/null; cat /tmp/agent.log'
+on_exit 'kill $AGENT 2> /dev/null; cat /tmp/agent.log'
 
-URL=https://localhost:8443/api/v1
-CURL=(curl -sS --cacert $tls/ca.crt --cert $tls/client.crt --key $tls/client.key)
+URL=$AGENT_URL
+CURL=("${AGENT_CURL[@]}")
 # call STATUS METHOD PATH [JSON]: the response body is in /tmp/body.
 call() {
 	local want=$1 method=$2 path=$3 got
