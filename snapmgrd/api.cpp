@@ -384,6 +384,26 @@ void Agent::watch(const std::string &volume)
 	}).detach();
 }
 
+TrackResult Agent::map(const std::string &disk, const fs::path &location)
+{
+	TrackOptions options;
+	options.device = "/dev/" + disk;
+	options.name = disk;
+	options.store = location / (disk + ".snapstore");
+	options.store_bytes = config_.store_bytes;
+	TrackResult r = track(options);
+	log_line(fmt::format("{}: {} (store {})", disk, to_string(r.outcome), options.store->string()));
+	if (r.outcome == TrackOutcome::tracking)
+		watch(r.name);
+	return r;
+}
+
+bool Agent::mapped(const VolumeStatus &v) const
+{
+	return std::count(config_.locations.begin(), config_.locations.end(),
+			  v.config.store.parent_path()) > 0;
+}
+
 void Agent::start()
 {
 	auto tracked = volumes_by_disk();
@@ -391,20 +411,13 @@ void Agent::start()
 		if (tracked.count(m.device))
 			continue;
 		try {
-			TrackOptions options;
-			options.device = "/dev/" + m.device;
-			options.name = m.device;
-			options.store = m.location / (m.device + ".snapstore");
-			options.store_bytes = config_.store_bytes;
-			TrackResult r = track(options);
-			log_line(fmt::format("{}: {} (store {})", m.device, to_string(r.outcome),
-					     options.store->string()));
+			map(m.device, m.location);
 		} catch (const std::exception &e) {
 			log_line(fmt::format("snapstore_mapping of {}: {}", m.device, e.what()));
 		}
 	}
 	for (const auto &[disk, v] : volumes_by_disk())
-		if (v.state == VolumeState::tracking || v.state == VolumeState::lost)
+		if (mapped(v) && (v.state == VolumeState::tracking || v.state == VolumeState::lost))
 			watch(v.name);
 }
 
@@ -482,8 +495,7 @@ void Agent::install(httplib::Server &server)
 	server.Get(api + "/snapstoremappings/?", serve([this, mapping_json](const Request &, Response &res) {
 			   json out = json::array();
 			   for (const auto &[disk, v] : volumes_by_disk())
-				   if (std::count(config_.locations.begin(), config_.locations.end(),
-						  v.config.store.parent_path()))
+				   if (mapped(v))
 					   out.push_back(mapping_json(disk, v));
 			   send_json(res, out);
 		   }));
@@ -506,16 +518,7 @@ void Agent::install(httplib::Server &server)
 				    if (devices_under(l).count(disk))
 					    throw HttpError(409, fmt::format("disk {} holds the store location {}",
 									     disk, l.string()));
-			    TrackOptions options;
-			    options.device = "/dev/" + disk;
-			    options.name = disk;
-			    options.store = fs::path(location) / (disk + ".snapstore");
-			    options.store_bytes = config_.store_bytes;
-			    TrackResult r = track(options);
-			    log_line(fmt::format("{}: {} (store {})", disk, to_string(r.outcome),
-						 options.store->string()));
-			    if (r.outcome == TrackOutcome::tracking)
-				    watch(r.name);
+			    TrackResult r = map(disk, location);
 			    send_json(res, mapping_json(disk, status(r.name)));
 		    }));
 

@@ -13,6 +13,7 @@
 #include <httplib.h>
 
 #include "agent_config.hpp"
+#include "snapmgr/volume.hpp"
 #include "snapshot_records.hpp"
 
 namespace snapmgr::agent {
@@ -26,6 +27,10 @@ public:
 	void install(httplib::Server &server);
 
 private:
+	// Tracks disk with its store in location, and watches it.
+	TrackResult map(const std::string &disk, const std::filesystem::path &location);
+	// Whether the volume's store is in one of the store locations.
+	bool mapped(const VolumeStatus &v) const;
 	void watch(const std::string &volume);
 
 	AgentConfig config_;
