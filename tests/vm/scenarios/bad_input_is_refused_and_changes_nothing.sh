@@ -69,8 +69,15 @@ status0=$(dmsetup status vol)
 echo "status: $status0"
 
 refuse bad2 "Store is in use by another cowfile device" "0 $(dev_sectors "$other") cowfile $other $STORE_DEV $SB_SECTOR"
+# A second live device over the same origin and store would share the
+# volume, and a snapshot quiesces only the device it is sent to.
+refuse vol2 "Store is in use by another cowfile device" "0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR"
 refuse bad2 "Origin is tracked with another store" "0 $size cowfile $ORIGIN $STORE_DEV $other_sb"
 ro=--readonly refuse snap "No snapshot held" "0 $size cowfile-snap $ORIGIN"
+log "reloading vol's own table (the same mapped device) still works"
+dmsetup load vol --table "0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR"
+dmsetup resume vol
+expect_eq "$(dmsetup status vol)" "$status0" "status (generation, epochs, snapshot) after the reload"
 
 log "messages in the wrong state"
 expect_fail "snapshot while not suspended" dmsetup message vol 0 snapshot
@@ -82,6 +89,32 @@ expect_fail "grow without extents" dmsetup message vol 0 grow
 expect_fail "grow with a malformed extent" dmsetup message vol 0 grow 12
 expect_fail "grow beyond the device" dmsetup message vol 0 grow 99999999999:8
 expect_fail "grow unaligned" dmsetup message vol 0 grow 9:8
+expect_eq "$(dmsetup status vol)" "$status0" "status unchanged by refused messages"
+# blocks * 8 sectors wraps to 0 in 64 bits: the extent's end would be sector 8.
+expect_fail "grow whose size in sectors overflows" dmsetup message vol 0 grow 8:2305843009213693952
+expect_eq "$(dmsetup status vol)" "$status0" "status unchanged by the overflowing grow"
+read -r ext_sector ext_blocks < <("$COWFILE_STORE" dump "$STORE_DEV" "$SB_SECTOR" --json |
+	python3 -c 'import json, sys; e = json.load(sys.stdin)["extents"][0]; print(e["sector"], e["blocks"])')
+[ -n "$ext_blocks" ] || fail "no extent in the store's dump"
+expect_fail "grow with an extent the store already has" dmsetup message vol 0 grow "$ext_sector:$ext_blocks"
+expect_eq "$(dmsetup status vol)" "$status0" "status unchanged by the overlapping grow"
+# A free extent of the store's filesystem, as snapmgr grow would allocate:
+# valid once, refused when given twice in one message.
+fallocate -l 256K /mnt/store/grow.extra
+sync /mnt/store/grow.extra
+read -r new_sector new_blocks < <(python3 - /mnt/store/grow.extra <<'PY'
+import fcntl, struct, sys
+with open(sys.argv[1], "rb") as f:
+    req = bytearray(struct.pack("=QQIIII", 0, 2**64 - 1, 1, 0, 1, 0) + bytes(56))
+    fcntl.ioctl(f.fileno(), 0xC020660B, req)  # FS_IOC_FIEMAP, FIEMAP_FLAG_SYNC
+    assert struct.unpack_from("=I", req, 20)[0] == 1, "no extent"
+    _, physical, length = struct.unpack_from("=QQQ", req, 32)
+    print(physical // 512, length // 4096)
+PY
+)
+[ -n "$new_blocks" ] || fail "no extent found for the new file"
+expect_fail "grow with the same new extent twice" \
+	dmsetup message vol 0 grow "$new_sector:$new_blocks" "$new_sector:$new_blocks"
 expect_eq "$(dmsetup status vol)" "$status0" "status unchanged by refused messages"
 
 dmsetup suspend vol
