@@ -28,15 +28,16 @@ typedef unsigned int blk_opf_t;
 	dm_bufio_client_create(bdev, bs, reserved, aux, alloc_cb, write_cb)
 #endif
 
-/* bio_alloc() takes the device and operation since 5.18. */
+/* bio_alloc_bioset() takes the device and operation since 5.18. */
 static inline struct bio *cowfile_bio_alloc(struct block_device *bdev,
 					    unsigned short nr_vecs,
-					    blk_opf_t opf, gfp_t gfp)
+					    blk_opf_t opf, gfp_t gfp,
+					    struct bio_set *bs)
 {
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 18, 0)
-	return bio_alloc(bdev, nr_vecs, opf, gfp);
+	return bio_alloc_bioset(bdev, nr_vecs, opf, gfp, bs);
 #else
-	struct bio *bio = bio_alloc(gfp, nr_vecs);
+	struct bio *bio = bio_alloc_bioset(gfp, nr_vecs, bs);
 
 	if (bio) {
 		bio_set_dev(bio, bdev);
@@ -75,13 +76,6 @@ static inline void memzero_page(struct page *page, size_t offset, size_t len)
 }
 #endif
 
-/* blkdev_issue_flush() lost its gfp argument in 5.12. */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 12, 0)
-#define cowfile_issue_flush(bdev)	blkdev_issue_flush(bdev)
-#else
-#define cowfile_issue_flush(bdev)	blkdev_issue_flush(bdev, GFP_NOIO)
-#endif
-
 /* Opening a device read-only for dm_get_device(). */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
 #define COWFILE_MODE_READ	BLK_OPEN_READ
@@ -115,12 +109,14 @@ static inline bool cowfile_status_is_ima(status_type_t type)
 }
 
 /*
- * The store may live on a filesystem mounted from another device, which
- * that filesystem holds exclusively; dm_get_device() would claim it and
- * fail, so such a store device is opened without a claim.
+ * A block device opened without a claim: the store's device when a
+ * filesystem mounted from it holds the claim (dm_get_device() would fail),
+ * and the volume's own read-only hold on its store device, which image
+ * devices need after the cowfile table put its devices.
  */
 struct cowfile_shared_bdev {
 	struct block_device *bdev;
+	bool write;
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 9, 0)
 	struct file *file;
 #elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
@@ -152,37 +148,49 @@ static inline int cowfile_lookup_devt(const char *path, dev_t *dev)
 #endif
 }
 
-static inline int cowfile_open_shared(const char *path, struct cowfile_shared_bdev *s)
+static inline int cowfile_open_devt(dev_t dev, bool write, struct cowfile_shared_bdev *s)
 {
-	dev_t dev;
-	int r = cowfile_lookup_devt(path, &dev);
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+	blk_mode_t mode = BLK_OPEN_READ | (write ? BLK_OPEN_WRITE : 0);
+#else
+	fmode_t mode = FMODE_READ | (write ? FMODE_WRITE : 0);
+#endif
 
-	if (r)
-		return r;
+	s->write = write;
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 9, 0)
-	s->file = bdev_file_open_by_dev(dev, BLK_OPEN_READ | BLK_OPEN_WRITE, NULL, NULL);
+	s->file = bdev_file_open_by_dev(dev, mode, NULL, NULL);
 	if (IS_ERR(s->file))
 		return PTR_ERR(s->file);
 	s->bdev = file_bdev(s->file);
 #elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
-	s->handle = bdev_open_by_dev(dev, BLK_OPEN_READ | BLK_OPEN_WRITE, NULL, NULL);
+	s->handle = bdev_open_by_dev(dev, mode, NULL, NULL);
 	if (IS_ERR(s->handle))
 		return PTR_ERR(s->handle);
 	s->bdev = s->handle->bdev;
 #elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
-	s->bdev = blkdev_get_by_dev(dev, BLK_OPEN_READ | BLK_OPEN_WRITE, NULL, NULL);
+	s->bdev = blkdev_get_by_dev(dev, mode, NULL, NULL);
 	if (IS_ERR(s->bdev))
 		return PTR_ERR(s->bdev);
 #else
-	s->bdev = blkdev_get_by_dev(dev, FMODE_READ | FMODE_WRITE, NULL);
+	s->bdev = blkdev_get_by_dev(dev, mode, NULL);
 	if (IS_ERR(s->bdev))
 		return PTR_ERR(s->bdev);
 #endif
 	return 0;
 }
 
+static inline int cowfile_open_shared(const char *path, struct cowfile_shared_bdev *s)
+{
+	dev_t dev;
+	int r = cowfile_lookup_devt(path, &dev);
+
+	return r ? r : cowfile_open_devt(dev, true, s);
+}
+
 static inline void cowfile_close_shared(struct cowfile_shared_bdev *s)
 {
+	if (!s->bdev)
+		return;
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 9, 0)
 	fput(s->file);
 #elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
@@ -190,7 +198,7 @@ static inline void cowfile_close_shared(struct cowfile_shared_bdev *s)
 #elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
 	blkdev_put(s->bdev, NULL);
 #else
-	blkdev_put(s->bdev, FMODE_READ | FMODE_WRITE);
+	blkdev_put(s->bdev, FMODE_READ | (s->write ? FMODE_WRITE : 0));
 #endif
 	s->bdev = NULL;
 }

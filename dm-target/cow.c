@@ -22,13 +22,20 @@
 #include "cowfile.h"
 #include "trace.h"
 
-#define COW_BATCH_MAX 256
+/*
+ * Chunks per commit: while a snapshot is held each is a copy that the
+ * batch's writes wait for; without one, a commit only rewrites map
+ * entries, and a few map blocks per flush keep a whole-device discard or
+ * write-zeroes from taking one flush per 256 chunks.
+ */
+#define COW_BATCH_COPIES	256
+#define COW_BATCH_MARKS		(4 * COWFILE_MAP_ENTRIES_PER_BLOCK)
 
 struct cow_batch {
 	struct cowfile_volume *v;
 	unsigned int nr;
-	u64 chunks[COW_BATCH_MAX];
-	u64 slots[COW_BATCH_MAX];	/* 1 + slot, 0 when not copied */
+	u64 chunks[COW_BATCH_MARKS];
+	u64 slots[COW_BATCH_MARKS];	/* 1 + slot, 0 when not copied */
 
 	atomic_t copies_left;
 	struct completion copies_done;
@@ -37,11 +44,26 @@ struct cow_batch {
 
 struct cow_batch *cow_batch_alloc(struct cowfile_volume *v)
 {
-	struct cow_batch *b = kzalloc(sizeof(*b), GFP_KERNEL);
+	struct cow_batch *b = kvzalloc(sizeof(*b), GFP_KERNEL);
 
 	if (b)
 		b->v = v;
 	return b;
+}
+
+void cow_batch_free(struct cow_batch *b)
+{
+	kvfree(b);
+}
+
+size_t cow_batch_bytes(void)
+{
+	return sizeof(struct cow_batch);
+}
+
+static unsigned int batch_limit(struct cowfile_volume *v)
+{
+	return v->snap_state == COWFILE_SNAP_ACTIVE ? COW_BATCH_COPIES : COW_BATCH_MARKS;
 }
 
 static void copy_done(int read_err, unsigned long write_err, void *context)
@@ -73,6 +95,8 @@ static void check_low_water(struct cowfile_volume *v)
 static void copy_batch(struct cow_batch *b)
 {
 	struct cowfile_volume *v = b->v;
+	struct store_layout *layout = rcu_dereference_protected(v->store.layout,
+					lockdep_is_held(&v->state_lock));
 	unsigned int i;
 
 	atomic_set(&b->copies_left, 1);
@@ -94,7 +118,7 @@ static void copy_batch(struct cow_batch *b)
 		from.sector = start;
 		from.count = min_t(sector_t, v->chunk_sectors, v->origin_sectors - start);
 		to.bdev = v->store.bdev;
-		to.sector = store_slot_sector(&v->store, slot);
+		to.sector = store_slot_sector(layout, slot);
 		to.count = from.count;
 		b->slots[i] = slot + 1;
 		trace_cowfile_cow_start(v, b->chunks[i], slot);
@@ -113,7 +137,7 @@ static void copy_batch(struct cow_batch *b)
 	 */
 	if (b->read_error)
 		volume_invalidate(v, COWFILE_INVALID_ORIGIN_IO);
-	else if (b->write_error || (i && cowfile_issue_flush(v->store.bdev)))
+	else if (b->write_error || (i && cowfile_flush(&v->store, v->store.bdev)))
 		volume_invalidate(v, COWFILE_INVALID_STORE_IO);
 	check_low_water(v);
 }
@@ -175,8 +199,9 @@ static void commit_batch(struct cow_batch *b)
 	if (v->mode == COWFILE_MODE_TRACKING)
 		record_batch(b);
 
+	/* pending was set before marked: cowfile_map() reads them in turn. */
+	smp_mb__before_atomic();
 	for (i = 0; i < b->nr; i++) {
-		__clear_bit(b->chunks[i], v->pending);
 		set_bit(b->chunks[i], v->marked);
 		trace_cowfile_chunk_marked(v, b->chunks[i], v->epoch);
 	}
@@ -184,16 +209,25 @@ static void commit_batch(struct cow_batch *b)
 	smp_mb__after_atomic();
 
 	/*
-	 * An image read that found the chunk unmarked went to the origin; the
-	 * new data must not overtake it there.
+	 * An image read that found a chunk unmarked went to the origin; no new
+	 * data may overtake it there. The batch's own writes wait here, and
+	 * any other write to these chunks waits in the worker as long as the
+	 * chunk is pending.
 	 */
 	if (holding)
 		for (i = 0; i < b->nr; i++)
 			wait_event(v->reads_wait,
 				   !atomic_read(&v->reads_inflight[read_bucket(b->chunks[i])]));
+	for (i = 0; i < b->nr; i++)
+		clear_bit(b->chunks[i], v->pending);
 	b->nr = 0;
 }
 
+/*
+ * Commits the chunks of the deferred writes batch by batch, dropping
+ * state_lock in between so that status, release and grow wait for one
+ * batch at most, then sends the writes down.
+ */
 void cow_write_worker(struct work_struct *work)
 {
 	struct cowfile_volume *v = container_of(work, struct cowfile_volume, write_work);
@@ -216,10 +250,14 @@ void cow_write_worker(struct work_struct *work)
 		for (; c <= last; c++) {
 			if (test_bit(c, v->marked) || test_bit(c, v->pending))
 				continue;
-			__set_bit(c, v->pending);
+			set_bit(c, v->pending);
 			b->chunks[b->nr++] = c;
-			if (b->nr == COW_BATCH_MAX)
+			if (b->nr >= batch_limit(v)) {
 				commit_batch(b);
+				mutex_unlock(&v->state_lock);
+				cond_resched();
+				mutex_lock(&v->state_lock);
+			}
 		}
 	}
 	commit_batch(b);
@@ -251,10 +289,12 @@ int cow_remap_copied_read(struct cowfile_volume *v, struct bio *bio, bool may_bl
 	u64 idx = div_u64(chunk, COWFILE_MAP_ENTRIES_PER_BLOCK);
 	unsigned int j = chunk - idx * COWFILE_MAP_ENTRIES_PER_BLOCK;
 	struct cowfile_map_block *mb;
+	struct store_layout *layout;
 	struct dm_buffer *buf;
+	sector_t slot_sector;
 	u32 last, slot;
 
-	if (READ_ONCE(v->snap_state) != COWFILE_SNAP_ACTIVE)
+	if (READ_ONCE(v->snap_state) != COWFILE_SNAP_ACTIVE || READ_ONCE(v->detached))
 		return -EIO;
 	mb = may_block ? store_map_block(&v->store, idx, &buf) :
 			 store_cached_map_block(&v->store, idx, &buf);
@@ -266,14 +306,18 @@ int cow_remap_copied_read(struct cowfile_volume *v, struct bio *bio, bool may_bl
 	slot = le32_to_cpu(mb->entries[j].slot);
 	dm_bufio_release(buf);
 
-	if (last != (u32)(v->snap_epoch + 1) || !slot || slot > v->store.total_slots) {
+	rcu_read_lock();
+	layout = rcu_dereference(v->store.layout);
+	if (last != (u32)(v->snap_epoch + 1) || !slot || slot > layout->total_slots) {
+		rcu_read_unlock();
 		DMERR_LIMIT("chunk %llu marked copied but the chunk map has no copy (epoch %u slot %u)",
 			    (unsigned long long)chunk, last, slot);
 		return -EIO;
 	}
+	slot_sector = store_slot_sector(layout, slot - 1);
+	rcu_read_unlock();
 	bio_set_dev(bio, v->store.bdev);
-	bio->bi_iter.bi_sector = store_slot_sector(&v->store, slot - 1) +
-				 (sector & (v->chunk_sectors - 1));
+	bio->bi_iter.bi_sector = slot_sector + (sector & (v->chunk_sectors - 1));
 	return 0;
 }
 

@@ -31,6 +31,7 @@ static void __exit dm_cowfile_exit(void)
 {
 	cowfile_snap_target_exit();
 	cowfile_target_exit();
+	rcu_barrier();	/* store layouts replaced by grow are freed by RCU callbacks */
 }
 
 module_init(dm_cowfile_init);

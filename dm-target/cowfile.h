@@ -36,23 +36,47 @@ struct slot_run {
 	sector_t sector;
 };
 
+/*
+ * Where the store's data slots are and, with the store on the origin, which
+ * origin sectors belong to the store. Immutable once published: grow builds
+ * a new one and swaps it in with RCU, so map() and image reads use it
+ * under rcu_read_lock() and never see it change or go away.
+ */
+struct store_layout {
+	struct rcu_head rcu;
+	sector_t chunk_sectors;		/* of a slot */
+	u64 total_slots;
+	unsigned int nr_slot_runs;
+	unsigned int nr_ranges;		/* 0 unless the store is on the origin */
+	struct slot_run *slots;		/* by first_slot */
+	struct store_extent *ranges;	/* by sector */
+};
+
 struct cowfile_store {
 	struct block_device *bdev;
 	sector_t sb_sector;
 	u8 uuid[16];
+	bool on_origin;			/* extents are sectors of the origin */
+	sector_t origin_sectors;	/* ... which they must stay inside */
 	struct cowfile_superblock *sb;	/* in-core copy, one block */
 	struct mutex sb_lock;		/* serialises superblock writes */
+	struct bio_set bios;		/* metadata I/O, never fs_bio_set */
 
-	struct store_extent *extents;	/* by logical block */
+	/*
+	 * By logical block. Only grow appends, under the volume's state_lock;
+	 * the first meta_extents (superblock, extent table, chunk map) never
+	 * change, so chunk map lookups read them without a lock.
+	 */
+	struct store_extent *extents;
 	unsigned int nr_extents;
+	unsigned int meta_extents;
 	unsigned int table_blocks;	/* extent table capacity */
-
-	struct slot_run *slots;
-	unsigned int nr_slot_runs;
-	u64 total_slots;
+	u64 total_slots;		/* layout's, for writers under state_lock */
+	struct store_layout __rcu *layout;
 
 	u64 map_start, map_blocks, data_start, store_blocks;
 	struct dm_bufio_client *bufio;	/* chunk map blocks */
+	struct mutex validate_lock;	/* first check of a map block */
 };
 
 enum cowfile_mode {
@@ -60,10 +84,21 @@ enum cowfile_mode {
 	COWFILE_MODE_LOST,	/* a change may have been missed */
 };
 
+/*
+ * Image reads in flight to the origin are counted by chunk hash: a first
+ * write to a chunk waits until no image read of its bucket is in flight
+ * before it goes down. Enough buckets that backup readers rarely share one
+ * with the chunk a writer waits on.
+ */
+#define COWFILE_READ_BUCKET_BITS	10
+#define COWFILE_READ_BUCKETS		(1U << COWFILE_READ_BUCKET_BITS)
+
 struct cowfile_volume {
 	struct list_head list;		/* in the module's registry */
-	refcount_t refs;		/* cowfile table instances */
+	refcount_t refs;		/* table instances of both targets */
+	unsigned int tables;		/* cowfile instances, under volumes_lock */
 	atomic_t images;		/* cowfile-snap instances */
+	struct mapped_device *md;	/* the one device whose tables share it */
 
 	dev_t origin_devt;
 	struct block_device *origin_bdev;
@@ -73,8 +108,8 @@ struct cowfile_volume {
 	u64 nr_chunks;
 
 	struct cowfile_store store;
-	bool store_on_origin;		/* store extents live on the origin */
-	struct store_extent *store_ranges; /* the store's sectors on the origin, sorted */
+	/* Our own hold on the store device: images outlive the tables. */
+	struct cowfile_shared_bdev store_hold;
 
 	/*
 	 * State below changes only in the worker or under state_lock with the
@@ -91,11 +126,21 @@ struct cowfile_volume {
 	u64 slots_used;
 	unsigned int low_water;		/* percent of slots */
 	bool low_water_signalled;
+	bool suspended;			/* no table of the device is running */
+	bool activated;			/* first resume done: the store is ours */
+	bool detached;			/* the last cowfile table is gone */
+	u32 load_flags;			/* superblock flags found at load */
+	u64 bad_map_blocks;		/* found at load, replaced at activation */
 
-	/* Chunks whose mark (and copy) for the open epoch is durable. */
+	/*
+	 * Chunks whose mark (and copy) for the open epoch is durable. A chunk
+	 * is pending from the time the worker takes it into a batch until no
+	 * image read that found it unmarked is still in flight: a write to a
+	 * pending chunk waits in the worker even when it is marked.
+	 */
 	unsigned long *marked;
 	u64 nr_marked;
-	unsigned long *pending;		/* in the batch being committed */
+	unsigned long *pending;
 
 	/* Writes waiting for their chunks to be marked/copied. */
 	spinlock_t lock;
@@ -107,12 +152,6 @@ struct cowfile_volume {
 	struct dm_kcopyd_client *kcopyd;
 	struct cow_batch *batch;	/* the write worker's, one at a time */
 
-	/*
-	 * Image reads in flight to the origin, by chunk hash. A first write
-	 * waits until no image read of its chunk is in flight before it goes
-	 * down, so an image read never returns the new data.
-	 */
-#define COWFILE_READ_BUCKETS 64
 	atomic_t reads_inflight[COWFILE_READ_BUCKETS];
 	wait_queue_head_t reads_wait;
 
@@ -131,20 +170,25 @@ static inline u64 chunk_of(struct cowfile_volume *v, sector_t sector)
 
 static inline unsigned int read_bucket(u64 chunk)
 {
-	return hash_64(chunk, 6);
+	return hash_64(chunk, COWFILE_READ_BUCKET_BITS);
 }
 
 /* store.c */
-int cowfile_block_io(struct block_device *bdev, sector_t sector, void *buf,
-		     blk_opf_t opf);
+int cowfile_block_io(struct cowfile_store *s, struct block_device *bdev,
+		     sector_t sector, void *buf, blk_opf_t opf);
+int cowfile_flush(struct cowfile_store *s, struct block_device *bdev);
 int store_open(struct cowfile_store *s, struct block_device *bdev,
 	       sector_t sb_sector, char **error);
 void store_close(struct cowfile_store *s);
 int store_write_sb(struct cowfile_store *s);
-int store_logical_to_sector(struct cowfile_store *s, u64 block, sector_t *sector);
-sector_t store_slot_sector(struct cowfile_store *s, u64 slot);
-int store_append_extents(struct cowfile_store *s, struct store_extent *new,
-			 unsigned int n, char **error);
+sector_t store_slot_sector(struct store_layout *l, u64 slot);
+struct store_layout *store_layout_build(struct cowfile_store *s,
+					unsigned int nr_extents, char **error);
+void store_layout_publish(struct cowfile_store *s, struct store_layout *l);
+int store_check_extent(struct cowfile_store *s, u64 sector, u64 blocks,
+		       char **error);
+int store_write_extent_table(struct cowfile_store *s, unsigned int first,
+			     unsigned int nr_extents);
 void *store_map_block(struct cowfile_store *s, u64 index,
 		      struct dm_buffer **bp);
 void *store_cached_map_block(struct cowfile_store *s, u64 index,
@@ -152,19 +196,17 @@ void *store_cached_map_block(struct cowfile_store *s, u64 index,
 void *store_reset_map_block(struct cowfile_store *s, u64 index,
 			    struct dm_buffer **bp);
 void store_prefetch_map(struct cowfile_store *s);
-struct store_extent *store_sorted_ranges(struct cowfile_store *s);
-bool store_ranges_cover(struct store_extent *ranges, unsigned int n,
-			sector_t start, sector_t len);
+bool store_ranges_cover(const struct store_layout *l, sector_t start, sector_t len);
+bool store_ranges_overlap(const struct store_layout *l, sector_t start, sector_t len);
 int store_commit_map(struct cowfile_store *s);
-bool store_ranges_overlap(struct store_extent *ranges, unsigned int n,
-			  sector_t start, sector_t len);
 
 /* volume.c */
-struct cowfile_volume *volume_get(struct block_device *origin,
-				  sector_t origin_sectors,
+struct cowfile_volume *volume_get(struct dm_target *ti, struct block_device *origin,
 				  struct block_device *store_bdev,
 				  sector_t sb_sector, char **error);
 void volume_put(struct cowfile_volume *v);
+int volume_activate(struct cowfile_volume *v);
+void volume_suspended(struct cowfile_volume *v, bool suspended);
 struct cowfile_volume *volume_get_image(dev_t origin, char **error);
 void volume_put_image(struct cowfile_volume *v);
 const char *volume_invalid_reason(unsigned int reason);
@@ -180,6 +222,8 @@ size_t volume_core_bytes(struct cowfile_volume *v);
 
 /* cow.c */
 struct cow_batch *cow_batch_alloc(struct cowfile_volume *v);
+void cow_batch_free(struct cow_batch *b);
+size_t cow_batch_bytes(void);
 void cow_write_worker(struct work_struct *work);
 void cow_read_worker(struct work_struct *work);
 void cow_defer_write(struct cowfile_volume *v, struct bio *bio);

@@ -16,8 +16,6 @@ struct map_buffer_aux {
 	bool validated;
 };
 
-static DEFINE_MUTEX(validate_lock);
-
 static u32 block_csum(const void *block)
 {
 	return ~crc32c(~0U, (const u8 *)block + COWFILE_CSUM_OFFSET,
@@ -58,13 +56,13 @@ static const char *check_block(const void *block, u32 magic, u64 blocknr,
 	return NULL;
 }
 
-int cowfile_block_io(struct block_device *bdev, sector_t sector, void *buf,
-		     blk_opf_t opf)
+int cowfile_block_io(struct cowfile_store *s, struct block_device *bdev,
+		     sector_t sector, void *buf, blk_opf_t opf)
 {
 	struct bio *bio;
 	int r;
 
-	bio = cowfile_bio_alloc(bdev, 1, opf, GFP_NOIO);
+	bio = cowfile_bio_alloc(bdev, 1, opf, GFP_NOIO, &s->bios);
 	bio->bi_iter.bi_sector = sector;
 	__bio_add_page(bio, virt_to_page(buf), COWFILE_BLOCK_SIZE,
 		       offset_in_page(buf));
@@ -73,9 +71,23 @@ int cowfile_block_io(struct block_device *bdev, sector_t sector, void *buf,
 	return r;
 }
 
-int store_logical_to_sector(struct cowfile_store *s, u64 block, sector_t *sector)
+/* An empty flush from the store's own bio_set (blkdev_issue_flush() uses fs_bio_set). */
+int cowfile_flush(struct cowfile_store *s, struct block_device *bdev)
 {
-	unsigned int lo = 0, hi = s->nr_extents;
+	struct bio *bio;
+	int r;
+
+	bio = cowfile_bio_alloc(bdev, 0, REQ_OP_WRITE | REQ_PREFLUSH, GFP_NOIO, &s->bios);
+	r = submit_bio_wait(bio);
+	bio_put(bio);
+	return r;
+}
+
+/* Logical block to device sector through the first @n extents. */
+static int logical_to_sector(struct cowfile_store *s, unsigned int n, u64 block,
+			     sector_t *sector)
+{
+	unsigned int lo = 0, hi = n;
 
 	while (lo < hi) {
 		unsigned int mid = lo + (hi - lo) / 2;
@@ -83,7 +95,7 @@ int store_logical_to_sector(struct cowfile_store *s, u64 block, sector_t *sector
 
 		if (block < e->logical)
 			hi = mid;
-		else if (block >= e->logical + e->blocks)
+		else if (block - e->logical >= e->blocks)
 			lo = mid + 1;
 		else {
 			*sector = e->sector + (block - e->logical) * COWFILE_BLOCK_SECTORS;
@@ -93,69 +105,144 @@ int store_logical_to_sector(struct cowfile_store *s, u64 block, sector_t *sector
 	return -ERANGE;
 }
 
-sector_t store_slot_sector(struct cowfile_store *s, u64 slot)
+sector_t store_slot_sector(struct store_layout *l, u64 slot)
 {
-	unsigned int lo = 0, hi = s->nr_slot_runs;
-	sector_t chunk = le32_to_cpu(s->sb->chunk_sectors);
+	unsigned int lo = 0, hi = l->nr_slot_runs;
 
 	while (lo < hi) {
 		unsigned int mid = lo + (hi - lo) / 2;
-		struct slot_run *r = &s->slots[mid];
+		struct slot_run *r = &l->slots[mid];
 
 		if (slot < r->first_slot)
 			hi = mid;
-		else if (slot >= r->first_slot + r->nr_slots)
+		else if (slot - r->first_slot >= r->nr_slots)
 			lo = mid + 1;
 		else
-			return r->sector + (slot - r->first_slot) * chunk;
+			return r->sector + (slot - r->first_slot) * l->chunk_sectors;
 	}
-	return 0; /* callers never ask beyond total_slots */
+	WARN_ON_ONCE(1);	/* callers never ask beyond total_slots */
+	return 0;
+}
+
+static int cmp_extent_sector(const void *a, const void *b)
+{
+	const struct store_extent *x = a, *y = b;
+
+	return x->sector < y->sector ? -1 : x->sector > y->sector;
+}
+
+static sector_t extent_end(const struct store_extent *e)
+{
+	return e->sector + e->blocks * COWFILE_BLOCK_SECTORS;
 }
 
 /*
- * Data slots: each extent's part of the data area holds as many whole
- * chunks as fit, so a slot is always contiguous on the device. New extents
- * (grow) only append runs, so existing slot numbers never move.
+ * The layout of the first @nr_extents extents: data slots (each extent's
+ * part of the data area holds as many whole chunks as fit, so a slot is
+ * always contiguous on the device; appended extents only append runs, so
+ * slot numbers never move) and the store's sectors sorted, which must not
+ * overlap each other nor, with the store on the origin, leave the origin.
  */
-static int build_slot_runs(struct cowfile_store *s, unsigned int first_extent)
+struct store_layout *store_layout_build(struct cowfile_store *s,
+					unsigned int nr_extents, char **error)
 {
-	u64 chunk_blocks = le32_to_cpu(s->sb->chunk_sectors) / COWFILE_BLOCK_SECTORS;
-	struct slot_run *runs;
-	unsigned int i, n = s->nr_slot_runs;
+	sector_t chunk = le32_to_cpu(s->sb->chunk_sectors);
+	u64 chunk_blocks = chunk / COWFILE_BLOCK_SECTORS;
+	struct store_layout *l;
+	unsigned int i;
 
-	runs = kvcalloc(s->nr_extents, sizeof(*runs), GFP_KERNEL);
-	if (!runs)
-		return -ENOMEM;
-	if (s->slots)
-		memcpy(runs, s->slots, n * sizeof(*runs));
+	l = kvzalloc(sizeof(*l) + nr_extents * (sizeof(*l->slots) + sizeof(*l->ranges)),
+		     GFP_KERNEL);
+	if (!l) {
+		*error = "Cannot allocate the store layout";
+		return ERR_PTR(-ENOMEM);
+	}
+	l->slots = (struct slot_run *)(l + 1);
+	l->ranges = (struct store_extent *)(l->slots + nr_extents);
+	l->chunk_sectors = chunk;
 
-	for (i = first_extent; i < s->nr_extents; i++) {
+	for (i = 0; i < nr_extents; i++) {
 		struct store_extent *e = &s->extents[i];
 		u64 start = max(e->logical, s->data_start);
 		u64 end = e->logical + e->blocks;
-		u64 nr;
+		struct slot_run *run = &l->slots[l->nr_slot_runs];
 
+		l->ranges[i] = *e;
 		if (end <= start)
 			continue;
-		nr = div64_u64(end - start, chunk_blocks);
-		if (!nr)
+		run->nr_slots = div64_u64(end - start, chunk_blocks);
+		if (!run->nr_slots)
 			continue;
-		runs[n].first_slot = s->total_slots;
-		runs[n].nr_slots = nr;
-		runs[n].sector = e->sector + (start - e->logical) * COWFILE_BLOCK_SECTORS;
-		s->total_slots += nr;
-		n++;
+		run->first_slot = l->total_slots;
+		run->sector = e->sector + (start - e->logical) * COWFILE_BLOCK_SECTORS;
+		l->total_slots += run->nr_slots;
+		l->nr_slot_runs++;
 	}
-	kvfree(s->slots);
-	s->slots = runs;
-	s->nr_slot_runs = n;
+	/* The chunk map names slots with a u32 (1 + slot). */
+	if (l->total_slots >= U32_MAX) {
+		*error = "Store has more data slots than the chunk map can name";
+		goto bad;
+	}
+	sort(l->ranges, nr_extents, sizeof(*l->ranges), cmp_extent_sector, NULL);
+	for (i = 1; i < nr_extents; i++) {
+		if (l->ranges[i].sector < extent_end(&l->ranges[i - 1])) {
+			*error = "Store extents overlap";
+			goto bad;
+		}
+	}
+	if (s->on_origin) {
+		if (nr_extents && extent_end(&l->ranges[nr_extents - 1]) > s->origin_sectors) {
+			*error = "Store extent beyond the end of the origin";
+			goto bad;
+		}
+		l->nr_ranges = nr_extents;
+	}
+	return l;
+bad:
+	kvfree(l);
+	return ERR_PTR(-EINVAL);
+}
+
+static void layout_free_rcu(struct rcu_head *rcu)
+{
+	kvfree(container_of(rcu, struct store_layout, rcu));
+}
+
+/* Swaps in a new layout (writers serialise: the volume's state_lock). */
+void store_layout_publish(struct cowfile_store *s, struct store_layout *l)
+{
+	struct store_layout *old = rcu_dereference_protected(s->layout, true);
+
+	rcu_assign_pointer(s->layout, l);
+	s->total_slots = l->total_slots;
+	if (old)
+		call_rcu(&old->rcu, layout_free_rcu);
+}
+
+/* A store extent as read from disk or from a grow message. */
+int store_check_extent(struct cowfile_store *s, u64 sector, u64 blocks,
+		       char **error)
+{
+	u64 sectors, end;
+
+	if (!blocks || sector % COWFILE_BLOCK_SECTORS) {
+		*error = "Store extent empty or not 4 KiB aligned";
+		return -EINVAL;
+	}
+	if (check_mul_overflow(blocks, (u64)COWFILE_BLOCK_SECTORS, &sectors) ||
+	    check_add_overflow(sector, sectors, &end) ||
+	    end > bdev_nr_sectors(s->bdev)) {
+		*error = "Store extent beyond the end of the store device";
+		return -EINVAL;
+	}
 	return 0;
 }
 
 static int add_extents(struct cowfile_store *s, const struct cowfile_extent *disk,
-		       unsigned int n, u64 *logical, const char **why)
+		       unsigned int n, u64 *logical, char **error)
 {
 	unsigned int i;
+	int r;
 
 	for (i = 0; i < n; i++) {
 		struct store_extent *e = &s->extents[s->nr_extents];
@@ -163,16 +250,13 @@ static int add_extents(struct cowfile_store *s, const struct cowfile_extent *dis
 		e->sector = le64_to_cpu(disk[i].sector);
 		e->blocks = le64_to_cpu(disk[i].blocks);
 		e->logical = *logical;
-		if (!e->blocks || e->sector % COWFILE_BLOCK_SECTORS) {
-			*why = "Store extent empty or not 4 KiB aligned";
+		r = store_check_extent(s, e->sector, e->blocks, error);
+		if (r)
+			return r;
+		if (check_add_overflow(*logical, e->blocks, logical)) {
+			*error = "Store extents do not cover the store";
 			return -EINVAL;
 		}
-		if (e->sector + e->blocks * COWFILE_BLOCK_SECTORS >
-		    bdev_nr_sectors(s->bdev)) {
-			*why = "Store extent beyond the end of the store device";
-			return -EINVAL;
-		}
-		*logical += e->blocks;
 		s->nr_extents++;
 	}
 	return 0;
@@ -200,7 +284,7 @@ static int read_extent_table(struct cowfile_store *s, void *buf, char **error)
 		unsigned int n = min_t(unsigned int, nr - i * COWFILE_EXTENTS_PER_BLOCK,
 				       COWFILE_EXTENTS_PER_BLOCK);
 
-		r = cowfile_block_io(s->bdev, where, buf, REQ_OP_READ);
+		r = cowfile_block_io(s, s->bdev, where, buf, REQ_OP_READ);
 		if (r) {
 			*error = "Cannot read the store extent table";
 			return r;
@@ -212,11 +296,9 @@ static int read_extent_table(struct cowfile_store *s, void *buf, char **error)
 			*error = "Store extent table corrupt or foreign";
 			return -EILSEQ;
 		}
-		r = add_extents(s, eb->extents, n, &logical, &why);
-		if (r) {
-			*error = (char *)why;
+		r = add_extents(s, eb->extents, n, &logical, error);
+		if (r)
 			return r;
-		}
 	}
 	if (logical != s->store_blocks) {
 		*error = "Store extents do not cover the store";
@@ -228,7 +310,7 @@ static int read_extent_table(struct cowfile_store *s, void *buf, char **error)
 		sector_t want = i ? le64_to_cpu(sb->extent_table_sectors[i - 1]) :
 				    s->sb_sector;
 
-		if (store_logical_to_sector(s, i, &where) || where != want) {
+		if (logical_to_sector(s, s->nr_extents, i, &where) || where != want) {
 			*error = "Store extent table does not match the superblock's location";
 			return -EINVAL;
 		}
@@ -279,7 +361,7 @@ static int check_layout(struct cowfile_store *s, char **error)
 	    !le32_to_cpu(sb->nr_extents) ||
 	    le32_to_cpu(sb->nr_extents) > s->table_blocks * COWFILE_EXTENTS_PER_BLOCK ||
 	    s->map_start < 1 + s->table_blocks ||
-	    s->map_start + s->map_blocks > s->data_start ||
+	    s->map_blocks > s->data_start || s->map_start > s->data_start - s->map_blocks ||
 	    s->data_start > s->store_blocks) {
 		*error = "Inconsistent store layout in superblock";
 		return -EINVAL;
@@ -294,6 +376,7 @@ static int check_layout(struct cowfile_store *s, char **error)
 int store_open(struct cowfile_store *s, struct block_device *bdev,
 	       sector_t sb_sector, char **error)
 {
+	struct store_layout *layout;
 	const char *why;
 	void *buf;
 	int r;
@@ -301,10 +384,17 @@ int store_open(struct cowfile_store *s, struct block_device *bdev,
 	s->bdev = bdev;
 	s->sb_sector = sb_sector;
 	mutex_init(&s->sb_lock);
+	mutex_init(&s->validate_lock);
+	r = bioset_init(&s->bios, 4, 0, BIOSET_NEED_BVECS);
+	if (r) {
+		*error = "Cannot allocate the store's bio set";
+		return r;
+	}
 	if (sb_sector % COWFILE_BLOCK_SECTORS ||
 	    sb_sector + COWFILE_BLOCK_SECTORS > bdev_nr_sectors(bdev)) {
 		*error = "Store superblock sector not 4 KiB aligned or beyond the device";
-		return -EINVAL;
+		r = -EINVAL;
+		goto bad;
 	}
 	s->sb = kmalloc(COWFILE_BLOCK_SIZE, GFP_KERNEL);
 	buf = kmalloc(COWFILE_BLOCK_SIZE, GFP_KERNEL);
@@ -313,7 +403,7 @@ int store_open(struct cowfile_store *s, struct block_device *bdev,
 		r = -ENOMEM;
 		goto out;
 	}
-	r = cowfile_block_io(bdev, sb_sector, s->sb, REQ_OP_READ);
+	r = cowfile_block_io(s, bdev, sb_sector, s->sb, REQ_OP_READ);
 	if (r) {
 		*error = "Cannot read the store superblock";
 		goto out;
@@ -335,11 +425,13 @@ int store_open(struct cowfile_store *s, struct block_device *bdev,
 	r = read_extent_table(s, buf, error);
 	if (r)
 		goto out;
-	r = build_slot_runs(s, 0);
-	if (r) {
-		*error = "Cannot allocate slot table";
+	s->meta_extents = s->nr_extents;
+	layout = store_layout_build(s, s->nr_extents, error);
+	if (IS_ERR(layout)) {
+		r = PTR_ERR(layout);
 		goto out;
 	}
+	store_layout_publish(s, layout);
 	s->bufio = cowfile_bufio_create(bdev, COWFILE_BLOCK_SIZE, 4,
 					sizeof(struct map_buffer_aux),
 					map_alloc_cb, map_write_cb);
@@ -353,21 +445,24 @@ int store_open(struct cowfile_store *s, struct block_device *bdev,
 	return 0;
 out:
 	kfree(buf);
+bad:
 	store_close(s);
 	return r;
 }
 
+/* No reader of the layout is left (every table of the volume is gone). */
 void store_close(struct cowfile_store *s)
 {
 	if (s->bufio)
 		dm_bufio_client_destroy(s->bufio);
 	s->bufio = NULL;
-	kvfree(s->slots);
-	s->slots = NULL;
+	kvfree(rcu_dereference_protected(s->layout, true));
+	RCU_INIT_POINTER(s->layout, NULL);
 	kvfree(s->extents);
 	s->extents = NULL;
 	kfree(s->sb);
 	s->sb = NULL;
+	bioset_exit(&s->bios);
 }
 
 /* The in-core superblock is filled by the caller; seal and write it durably. */
@@ -377,17 +472,18 @@ int store_write_sb(struct cowfile_store *s)
 
 	mutex_lock(&s->sb_lock);
 	seal_block(s->sb);
-	r = cowfile_block_io(s->bdev, s->sb_sector, s->sb,
+	r = cowfile_block_io(s, s->bdev, s->sb_sector, s->sb,
 			     REQ_OP_WRITE | REQ_PREFLUSH | REQ_FUA | REQ_SYNC);
 	mutex_unlock(&s->sb_lock);
 	return r;
 }
 
+/* Chunk map blocks lie in the extents the store was opened with. */
 static int map_block_sector(struct cowfile_store *s, u64 index, sector_t *sector)
 {
 	if (index >= s->map_blocks)
 		return -ERANGE;
-	return store_logical_to_sector(s, s->map_start + index, sector);
+	return logical_to_sector(s, s->meta_extents, s->map_start + index, sector);
 }
 
 /*
@@ -413,16 +509,16 @@ void *store_map_block(struct cowfile_store *s, u64 index, struct dm_buffer **bp)
 	if (likely(READ_ONCE(aux->validated)))
 		return data;
 
-	mutex_lock(&validate_lock);
+	mutex_lock(&s->validate_lock);
 	if (!aux->validated) {
 		why = check_block(data, COWFILE_MAP_MAGIC, s->map_start + index, s->uuid);
 		if (!why)
 			WRITE_ONCE(aux->validated, true);
 	}
-	mutex_unlock(&validate_lock);
+	mutex_unlock(&s->validate_lock);
 	if (why) {
-		DMERR("chunk map block %llu at sector %llu: %s",
-		      (unsigned long long)index, (unsigned long long)sector, why);
+		DMERR_LIMIT("chunk map block %llu at sector %llu: %s",
+			    (unsigned long long)index, (unsigned long long)sector, why);
 		dm_bufio_release(*bp);
 		return ERR_PTR(-EILSEQ);
 	}
@@ -507,135 +603,71 @@ int store_commit_map(struct cowfile_store *s)
 }
 
 /*
- * grow: extents user space appended to the store file. They extend the data
- * area; the table block(s) they land in are rewritten, then the caller
- * writes the superblock that makes them count.
+ * Writes the extent table blocks that hold entries first..nr_extents-1 of
+ * s->extents, durably. The superblock's nr_extents decides how many count.
  */
-int store_append_extents(struct cowfile_store *s, struct store_extent *new,
-			 unsigned int n, char **error)
+int store_write_extent_table(struct cowfile_store *s, unsigned int first,
+			     unsigned int nr_extents)
 {
-	struct cowfile_superblock *sb = s->sb;
-	unsigned int first = s->nr_extents, i, blk, last_blk;
+	unsigned int blk, last_blk = (nr_extents - 1) / COWFILE_EXTENTS_PER_BLOCK;
 	void *buf;
-	int r;
+	int r = 0;
 
-	if (first + n > s->table_blocks * COWFILE_EXTENTS_PER_BLOCK) {
-		*error = "Store extent table full";
-		return -ENOSPC;
-	}
-	for (i = 0; i < n; i++) {
-		if (!new[i].blocks || new[i].sector % COWFILE_BLOCK_SECTORS ||
-		    new[i].sector + new[i].blocks * COWFILE_BLOCK_SECTORS >
-		    bdev_nr_sectors(s->bdev)) {
-			*error = "Grow extent empty, not 4 KiB aligned or beyond the device";
-			return -EINVAL;
-		}
-	}
 	buf = kmalloc(COWFILE_BLOCK_SIZE, GFP_KERNEL);
-	if (!buf) {
-		*error = "Cannot allocate buffer";
+	if (!buf)
 		return -ENOMEM;
-	}
-	for (i = 0; i < n; i++) {
-		new[i].logical = s->store_blocks;
-		s->extents[s->nr_extents++] = new[i];
-		s->store_blocks += new[i].blocks;
-	}
-
-	last_blk = (s->nr_extents - 1) / COWFILE_EXTENTS_PER_BLOCK;
-	for (blk = first / COWFILE_EXTENTS_PER_BLOCK; blk <= last_blk; blk++) {
+	for (blk = first / COWFILE_EXTENTS_PER_BLOCK; blk <= last_blk && !r; blk++) {
 		struct cowfile_extent_block *eb = buf;
 		unsigned int j, base = blk * COWFILE_EXTENTS_PER_BLOCK;
 
 		init_block(buf, COWFILE_EXTENT_MAGIC, 1 + blk, s->uuid);
-		for (j = 0; j < COWFILE_EXTENTS_PER_BLOCK && base + j < s->nr_extents; j++) {
+		for (j = 0; j < COWFILE_EXTENTS_PER_BLOCK && base + j < nr_extents; j++) {
 			eb->extents[j].sector = cpu_to_le64(s->extents[base + j].sector);
 			eb->extents[j].blocks = cpu_to_le64(s->extents[base + j].blocks);
 		}
 		seal_block(buf);
-		r = cowfile_block_io(s->bdev, le64_to_cpu(sb->extent_table_sectors[blk]),
+		r = cowfile_block_io(s, s->bdev, le64_to_cpu(s->sb->extent_table_sectors[blk]),
 				     buf, REQ_OP_WRITE | REQ_FUA | REQ_SYNC);
-		if (r) {
-			*error = "Cannot write the store extent table";
-			goto undo;
-		}
 	}
-	r = build_slot_runs(s, first);
-	if (r) {
-		*error = "Cannot allocate slot table";
-		goto undo;
-	}
-	sb->nr_extents = cpu_to_le32(s->nr_extents);
-	sb->store_blocks = cpu_to_le64(s->store_blocks);
-	kfree(buf);
-	return 0;
-undo:
-	/* The on-disk superblock still counts only the old extents. */
-	while (s->nr_extents > first)
-		s->store_blocks -= s->extents[--s->nr_extents].blocks;
 	kfree(buf);
 	return r;
 }
 
-static int cmp_extent_sector(const void *a, const void *b)
+/* Finds the first range that ends after @start. */
+static unsigned int first_range_after(const struct store_layout *l, sector_t start)
 {
-	const struct store_extent *x = a, *y = b;
+	unsigned int lo = 0, hi = l->nr_ranges;
 
-	return x->sector < y->sector ? -1 : x->sector > y->sector;
-}
+	while (lo < hi) {
+		unsigned int mid = lo + (hi - lo) / 2;
 
-/* The store's sectors, sorted, for telling store I/O from volume I/O. */
-struct store_extent *store_sorted_ranges(struct cowfile_store *s)
-{
-	struct store_extent *r;
-
-	r = kvmalloc_array(s->nr_extents, sizeof(*r), GFP_KERNEL);
-	if (!r)
-		return NULL;
-	memcpy(r, s->extents, s->nr_extents * sizeof(*r));
-	sort(r, s->nr_extents, sizeof(*r), cmp_extent_sector, NULL);
-	return r;
+		if (extent_end(&l->ranges[mid]) <= start)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
 }
 
 /* Whether [start, start + len) intersects a store range. */
-bool store_ranges_overlap(struct store_extent *ranges, unsigned int n,
-			  sector_t start, sector_t len)
+bool store_ranges_overlap(const struct store_layout *l, sector_t start, sector_t len)
 {
-	unsigned int lo = 0, hi = n;
+	unsigned int i = first_range_after(l, start);
 
-	/* Find the first range that ends after start. */
-	while (lo < hi) {
-		unsigned int mid = lo + (hi - lo) / 2;
-
-		if (ranges[mid].sector + ranges[mid].blocks * COWFILE_BLOCK_SECTORS <= start)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < n && ranges[lo].sector < start + len;
+	return i < l->nr_ranges && l->ranges[i].sector < start + len;
 }
 
 /* Whether [start, start + len) lies entirely inside store ranges. */
-bool store_ranges_cover(struct store_extent *ranges, unsigned int n,
-			sector_t start, sector_t len)
+bool store_ranges_cover(const struct store_layout *l, sector_t start, sector_t len)
 {
 	sector_t end = start + len;
-	unsigned int lo = 0, hi = n;
+	unsigned int i = first_range_after(l, start);
 
-	while (lo < hi) {
-		unsigned int mid = lo + (hi - lo) / 2;
-
-		if (ranges[mid].sector + ranges[mid].blocks * COWFILE_BLOCK_SECTORS <= start)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
 	/* Ranges never overlap; adjacent ones may continue each other. */
-	while (lo < n && ranges[lo].sector <= start) {
-		start = ranges[lo].sector + ranges[lo].blocks * COWFILE_BLOCK_SECTORS;
+	for (; i < l->nr_ranges && l->ranges[i].sector <= start; i++) {
+		start = extent_end(&l->ranges[i]);
 		if (start >= end)
 			return true;
-		lo++;
 	}
 	return false;
 }

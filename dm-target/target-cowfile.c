@@ -122,10 +122,21 @@ static int cowfile_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	if (r)
 		goto bad;
 
+	/* The store is written at every load, commit and state change. */
+	if (!(dm_table_get_mode(ti->table) & COWFILE_MODE_WRITE)) {
+		ti->error = "cowfile needs a writable table";
+		r = -EROFS;
+		goto bad;
+	}
 	r = dm_get_device(ti, argv[0], dm_table_get_mode(ti->table), &cc->origin);
 	if (r) {
 		ti->error = "Cannot open origin device";
 		goto bad;
+	}
+	if (bdev_read_only(cc->origin->bdev)) {
+		ti->error = "Origin device is read-only";
+		r = -EROFS;
+		goto bad_origin;
 	}
 	if (ti->begin + ti->len > bdev_nr_sectors(cc->origin->bdev) ||
 	    ti->begin) {
@@ -136,7 +147,19 @@ static int cowfile_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	r = open_store(ti, cc, argv[1]);
 	if (r)
 		goto bad_origin;
-	cc->volume = volume_get(cc->origin->bdev, ti->len, cc->store_bdev,
+	if (bdev_read_only(cc->store_bdev)) {
+		ti->error = "Store device is read-only";
+		r = -EROFS;
+		goto bad_store;
+	}
+	/* Image reads of copied chunks go to the store as the origin takes them. */
+	if (bdev_logical_block_size(cc->store_bdev) >
+	    bdev_logical_block_size(cc->origin->bdev)) {
+		ti->error = "Store device's logical block size exceeds the origin's";
+		r = -EINVAL;
+		goto bad_store;
+	}
+	cc->volume = volume_get(ti, cc->origin->bdev, cc->store_bdev,
 				cc->sb_sector, &ti->error);
 	if (IS_ERR(cc->volume)) {
 		r = PTR_ERR(cc->volume);
@@ -184,6 +207,7 @@ static int cowfile_map(struct dm_target *ti, struct bio *bio)
 	struct cowfile_volume *v = cc->volume;
 	sector_t sector, len = bio_sectors(bio);
 	u64 first, last;
+	bool store_io;
 
 	bio_set_dev(bio, v->origin_bdev);
 	if (!len)
@@ -206,14 +230,25 @@ static int cowfile_map(struct dm_target *ti, struct bio *bio)
 	}
 
 	/* The store's own blocks are neither tracked nor copied. */
-	if (v->store_on_origin &&
-	    store_ranges_cover(v->store_ranges, v->store.nr_extents, sector, len))
-		return DM_MAPIO_REMAPPED;
+	if (v->store.on_origin) {
+		rcu_read_lock();
+		store_io = store_ranges_cover(rcu_dereference(v->store.layout), sector, len);
+		rcu_read_unlock();
+		if (store_io)
+			return DM_MAPIO_REMAPPED;
+	}
 
+	/*
+	 * Marked chunks go straight down, unless still pending: marked, but
+	 * an image read that found them unmarked may still be in flight.
+	 */
 	first = chunk_of(v, sector);
 	last = chunk_of(v, sector + len - 1);
-	if (find_next_zero_bit(v->marked, last + 1, first) > last)
-		return DM_MAPIO_REMAPPED;
+	if (find_next_zero_bit(v->marked, last + 1, first) > last) {
+		smp_rmb();	/* pairs with commit_batch(): pending, then marked */
+		if (find_next_bit(v->pending, last + 1, first) > last)
+			return DM_MAPIO_REMAPPED;
+	}
 
 	cow_defer_write(v, bio);
 	return DM_MAPIO_SUBMITTED;
@@ -280,11 +315,7 @@ static int cowfile_message(struct dm_target *ti, unsigned int argc, char **argv,
 			DMWARN("%s takes no arguments", argv[0]);
 			return -EINVAL;
 		}
-		/* Suspended: nothing in flight, the filesystem frozen. */
-		if (!dm_suspended(ti)) {
-			DMWARN("%s refused: suspend the device first", argv[0]);
-			return -EINVAL;
-		}
+		/* Only while suspended: nothing in flight, the filesystem frozen. */
 		if (!strcasecmp(argv[0], COWFILE_MSG_SNAPSHOT))
 			return volume_snapshot(v);
 		return volume_new_generation(v);
@@ -306,6 +337,18 @@ static int cowfile_message(struct dm_target *ti, unsigned int argc, char **argv,
 	return -EINVAL;
 }
 
+/*
+ * The first resume takes the store over (load-time checks, the store no
+ * longer clean): a table that is loaded and never resumed changes nothing,
+ * and with live insertion the old table is quiesced by now.
+ */
+static int cowfile_preresume(struct dm_target *ti)
+{
+	struct cowfile_c *cc = ti->private;
+
+	return volume_activate(cc->volume);
+}
+
 static void cowfile_resume(struct dm_target *ti)
 {
 	struct cowfile_c *cc = ti->private;
@@ -313,6 +356,7 @@ static void cowfile_resume(struct dm_target *ti)
 
 	mutex_lock(&v->state_lock);
 	v->live_ti = ti;
+	v->suspended = false;
 	mutex_unlock(&v->state_lock);
 }
 
@@ -323,6 +367,7 @@ static void cowfile_postsuspend(struct dm_target *ti)
 
 	/* Held writes count as in flight, so none is left; be sure of it. */
 	flush_workqueue(v->wq);
+	volume_suspended(v, true);
 }
 
 static int cowfile_iterate_devices(struct dm_target *ti,
@@ -341,6 +386,7 @@ static struct target_type cowfile_target = {
 	.dtr = cowfile_dtr,
 	.map = cowfile_map,
 	.postsuspend = cowfile_postsuspend,
+	.preresume = cowfile_preresume,
 	.resume = cowfile_resume,
 	.status = cowfile_status,
 	.message = cowfile_message,

@@ -21,7 +21,7 @@ struct snap_c {
 /* Per image read: what end_io must undo or fix up. */
 struct snap_io {
 	int bucket;			/* reads_inflight slot taken, or -1 */
-	bool zero_store;		/* the read covers store sectors */
+	bool check_store;		/* the store is on the origin */
 	sector_t origin_sector;
 	struct bvec_iter iter;		/* the bio's data, as mapped */
 };
@@ -110,21 +110,25 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 	u64 chunk;
 
 	io->bucket = -1;
-	io->zero_store = false;
+	io->check_store = false;
 	if (bio_op(bio) != REQ_OP_READ && bio_sectors(bio))
 		return DM_MAPIO_KILL;
 	bio_set_dev(bio, v->origin_bdev);
 	if (!bio_sectors(bio))
 		return DM_MAPIO_REMAPPED;	/* a flush */
-	if (READ_ONCE(v->snap_state) != COWFILE_SNAP_ACTIVE)
+	/* With its cowfile device gone, nothing guards the origin. */
+	if (READ_ONCE(v->snap_state) != COWFILE_SNAP_ACTIVE || READ_ONCE(v->detached))
 		return DM_MAPIO_KILL;
 
 	sector = dm_target_offset(ti, bio->bi_iter.bi_sector);
 	bio->bi_iter.bi_sector = sector;
-	if (v->store_on_origin &&
-	    store_ranges_overlap(v->store_ranges, v->store.nr_extents,
-				 sector, bio_sectors(bio))) {
-		io->zero_store = true;
+	/*
+	 * Which sectors are the store's is decided when the read completes:
+	 * a grow meanwhile may have given the store sectors the read covers,
+	 * and the kernel may already have written copies there.
+	 */
+	if (v->store.on_origin) {
+		io->check_store = true;
 		io->origin_sector = sector;
 		io->iter = bio->bi_iter;
 	}
@@ -150,19 +154,25 @@ static void zero_store_sectors(struct cowfile_volume *v, struct bio *bio,
 			       struct snap_io *io)
 {
 	sector_t sector = io->origin_sector;
+	struct store_layout *layout;
 	struct bvec_iter iter;
 	struct bio_vec bv;
 
+	rcu_read_lock();
+	layout = rcu_dereference(v->store.layout);
+	if (!store_ranges_overlap(layout, sector, io->iter.bi_size >> SECTOR_SHIFT))
+		goto out;
 	__bio_for_each_segment(bv, bio, iter, io->iter) {
 		unsigned int off;
 
 		for (off = 0; off < bv.bv_len; off += SECTOR_SIZE, sector++) {
-			if (store_ranges_overlap(v->store_ranges, v->store.nr_extents,
-						 sector, 1))
+			if (store_ranges_overlap(layout, sector, 1))
 				memzero_page(bv.bv_page, bv.bv_offset + off,
 					     min_t(unsigned int, SECTOR_SIZE, bv.bv_len - off));
 		}
 	}
+out:
+	rcu_read_unlock();
 }
 
 static int snap_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error)
@@ -171,7 +181,7 @@ static int snap_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *erro
 	struct cowfile_volume *v = sc->volume;
 	struct snap_io *io = dm_per_bio_data(bio, sizeof(struct snap_io));
 
-	if (io->zero_store && !*error)
+	if (io->check_store && !*error)
 		zero_store_sectors(v, bio, io);
 	if (io->bucket >= 0 &&
 	    atomic_dec_and_test(&v->reads_inflight[io->bucket]))

@@ -104,6 +104,7 @@ void volume_tracking_lost(struct cowfile_volume *v)
  */
 static int origin_first_chunk_sum(struct cowfile_volume *v, u32 *sum)
 {
+	struct store_layout *l = rcu_dereference_protected(v->store.layout, true);
 	sector_t len = min(v->chunk_sectors, v->origin_sectors);
 	sector_t s;
 	void *buf;
@@ -114,11 +115,9 @@ static int origin_first_chunk_sum(struct cowfile_volume *v, u32 *sum)
 		return -ENOMEM;
 	*sum = ~0U;
 	for (s = 0; s + COWFILE_BLOCK_SECTORS <= len && !r; s += COWFILE_BLOCK_SECTORS) {
-		if (v->store_on_origin &&
-		    store_ranges_overlap(v->store_ranges, v->store.nr_extents, s,
-					 COWFILE_BLOCK_SECTORS))
+		if (store_ranges_overlap(l, s, COWFILE_BLOCK_SECTORS))
 			continue;
-		r = cowfile_block_io(v->origin_bdev, s, buf, REQ_OP_READ);
+		r = cowfile_block_io(&v->store, v->origin_bdev, s, buf, REQ_OP_READ);
 		if (!r)
 			*sum = crc32c(*sum, buf, COWFILE_BLOCK_SIZE);
 	}
@@ -126,27 +125,55 @@ static int origin_first_chunk_sum(struct cowfile_volume *v, u32 *sum)
 	return r;
 }
 
-static void start_generation(struct cowfile_volume *v)
+/* Change bitmaps: one bit per chunk, up to U32_MAX chunks (checked at load). */
+static size_t chunk_bitmap_bytes(struct cowfile_volume *v)
 {
+	return BITS_TO_LONGS(v->nr_chunks) * sizeof(long);
+}
+
+static void clear_marks(struct cowfile_volume *v)
+{
+	memset(v->marked, 0, chunk_bitmap_bytes(v));
+	v->nr_marked = 0;
+}
+
+static int start_generation(struct cowfile_volume *v)
+{
+	if (v->epoch + 1 >= U32_MAX) {
+		DMERR("epoch counter exhausted: create a new store");
+		return -EOVERFLOW;
+	}
 	uuid_gen(&v->generation);
 	v->epoch++;
 	v->generation_epoch = v->epoch;
-	bitmap_zero(v->marked, v->nr_chunks);
-	v->nr_marked = 0;
+	clear_marks(v);
 	WRITE_ONCE(v->mode, COWFILE_MODE_TRACKING);
+	return 0;
 }
 
 /*
  * At load, when the origin may hold a change the store does not show: the
  * held snapshot cannot be trusted and the next backup must be full.
  */
-static void restart_generation(struct cowfile_volume *v, unsigned int reason)
+static int restart_generation(struct cowfile_volume *v, unsigned int reason)
 {
 	if (v->snap_state == COWFILE_SNAP_ACTIVE) {
 		v->snap_state = COWFILE_SNAP_INVALID;
 		v->invalid_reason = reason;
 	}
-	start_generation(v);
+	return start_generation(v);
+}
+
+/*
+ * Every table of the device is suspended (postsuspend) or one is about to
+ * run (resume). Messages that need a quiet device test this under
+ * state_lock: dm_suspended() alone races with a concurrent resume.
+ */
+void volume_suspended(struct cowfile_volume *v, bool suspended)
+{
+	mutex_lock(&v->state_lock);
+	v->suspended = suspended;
+	mutex_unlock(&v->state_lock);
 }
 
 /* Device suspended. Closes the open epoch and holds its image. */
@@ -155,6 +182,11 @@ int volume_snapshot(struct cowfile_volume *v)
 	int r;
 
 	mutex_lock(&v->state_lock);
+	if (!v->suspended) {
+		DMWARN("snapshot refused: suspend the device first");
+		r = -EINVAL;
+		goto out;
+	}
 	if (v->mode == COWFILE_MODE_LOST) {
 		DMWARN("snapshot refused: tracking lost, send new_generation first");
 		r = -EIO;
@@ -170,6 +202,19 @@ int volume_snapshot(struct cowfile_volume *v)
 		r = -EOVERFLOW;
 		goto out;
 	}
+	/*
+	 * Writes completed before the instant may still sit in the origin's
+	 * volatile cache; the image reads uncopied chunks from the origin, so
+	 * they must be durable before the snapshot is. The superblock write's
+	 * own PREFLUSH covers a store on the origin.
+	 */
+	if (v->store.bdev != v->origin_bdev) {
+		r = cowfile_flush(&v->store, v->origin_bdev);
+		if (r) {
+			DMERR("snapshot failed: cannot flush the origin");
+			goto out;
+		}
+	}
 	v->snap_epoch = v->epoch;
 	v->epoch++;
 	v->snap_state = COWFILE_SNAP_ACTIVE;
@@ -184,8 +229,7 @@ int volume_snapshot(struct cowfile_volume *v)
 		goto out;
 	}
 	/* Nothing is written in the new epoch yet, and so nothing copied. */
-	bitmap_zero(v->marked, v->nr_chunks);
-	v->nr_marked = 0;
+	clear_marks(v);
 	volume_event(v);
 out:
 	mutex_unlock(&v->state_lock);
@@ -235,6 +279,11 @@ int volume_new_generation(struct cowfile_volume *v)
 	int r;
 
 	mutex_lock(&v->state_lock);
+	if (!v->suspended) {
+		DMWARN("new_generation refused: suspend the device first");
+		r = -EINVAL;
+		goto out;
+	}
 	if (v->snap_state == COWFILE_SNAP_ACTIVE) {
 		DMWARN("new_generation refused: release the held snapshot first");
 		r = -EBUSY;
@@ -244,7 +293,9 @@ int volume_new_generation(struct cowfile_volume *v)
 	old_epoch = v->epoch;
 	old_generation_epoch = v->generation_epoch;
 	old_mode = v->mode;
-	start_generation(v);
+	r = start_generation(v);
+	if (r)
+		goto out;
 	r = volume_write_sb(v);
 	if (r) {
 		DMERR("new_generation failed: cannot write the store superblock");
@@ -263,72 +314,116 @@ out:
 	return r;
 }
 
-/* grow <sector>:<blocks>...: append extents user space allocated. */
+/*
+ * grow <sector>:<blocks>...: append extents user space allocated. They
+ * count once the superblock naming them is durable; until then nothing
+ * uses them, so a failed grow leaves the store as it was and user space
+ * may free the blocks.
+ */
 int volume_grow(struct cowfile_volume *v, unsigned int argc, char **argv,
 		char **error)
 {
-	struct store_extent *ext;
-	unsigned int i;
-	int r;
+	struct cowfile_store *s = &v->store;
+	struct cowfile_superblock *sb = s->sb;
+	struct store_layout *layout;
+	unsigned int i, first, n;
+	u64 blocks = s->store_blocks;
+	int r = 0;
 
 	if (!argc) {
 		*error = "grow needs <sector>:<blocks> arguments";
 		return -EINVAL;
 	}
-	ext = kcalloc(argc, sizeof(*ext), GFP_KERNEL);
-	if (!ext)
-		return -ENOMEM;
+	mutex_lock(&v->state_lock);
+	first = s->nr_extents;
+	if (argc > s->table_blocks * COWFILE_EXTENTS_PER_BLOCK - first) {
+		*error = "Store extent table full";
+		r = -ENOSPC;
+		goto out;
+	}
+	/* Entries past nr_extents are unused: fill them, then count them. */
 	for (i = 0; i < argc; i++) {
-		unsigned long long sector, blocks;
+		struct store_extent *e = &s->extents[first + i];
+		unsigned long long sector, nr;
 		char dummy;
 
-		if (sscanf(argv[i], "%llu:%llu%c", &sector, &blocks, &dummy) != 2) {
+		if (sscanf(argv[i], "%llu:%llu%c", &sector, &nr, &dummy) != 2) {
 			*error = "grow argument is not <sector>:<blocks>";
 			r = -EINVAL;
 			goto out;
 		}
-		ext[i].sector = sector;
-		ext[i].blocks = blocks;
-	}
-	mutex_lock(&v->state_lock);
-	r = store_append_extents(&v->store, ext, argc, error);
-	if (!r) {
-		r = volume_write_sb(v);
+		r = store_check_extent(s, sector, nr, error);
 		if (r)
-			*error = "Cannot write the store superblock";
-		if (v->store.total_slots &&
-		    v->slots_used * 100 < v->low_water * v->store.total_slots)
-			v->low_water_signalled = false;
-		volume_event(v);
+			goto out;
+		e->sector = sector;
+		e->blocks = nr;
+		e->logical = blocks;
+		if (check_add_overflow(blocks, (u64)nr, &blocks)) {
+			*error = "Store would exceed the format's size";
+			r = -EINVAL;
+			goto out;
+		}
 	}
-	mutex_unlock(&v->state_lock);
+	n = first + argc;
+	layout = store_layout_build(s, n, error);
+	if (IS_ERR(layout)) {
+		r = PTR_ERR(layout);
+		goto out;
+	}
+	r = store_write_extent_table(s, first, n);
+	if (r) {
+		*error = "Cannot write the store extent table";
+		goto undo;
+	}
+	sb->nr_extents = cpu_to_le32(n);
+	sb->store_blocks = cpu_to_le64(blocks);
+	r = volume_write_sb(v);
+	if (r) {
+		*error = "Cannot write the store superblock";
+		sb->nr_extents = cpu_to_le32(first);
+		sb->store_blocks = cpu_to_le64(s->store_blocks);
+		goto undo;
+	}
+	store_layout_publish(s, layout);
+	s->nr_extents = n;
+	s->store_blocks = blocks;
+	if (v->slots_used * 100 < (u64)v->low_water * s->total_slots)
+		v->low_water_signalled = false;
+	volume_event(v);
+	goto out;
+undo:
+	kvfree(layout);
 out:
-	kfree(ext);
+	mutex_unlock(&v->state_lock);
 	return r;
 }
 
 size_t volume_core_bytes(struct cowfile_volume *v)
 {
-	size_t bitmap = BITS_TO_LONGS(v->nr_chunks) * sizeof(long);
+	struct cowfile_store *s = &v->store;
 
-	return sizeof(*v) + 2 * bitmap + COWFILE_BLOCK_SIZE +
-	       v->store.table_blocks * COWFILE_EXTENTS_PER_BLOCK * sizeof(struct store_extent) +
-	       v->store.nr_extents * (sizeof(struct slot_run) +
-				      (v->store_ranges ? sizeof(struct store_extent) : 0));
+	/* Called under state_lock: the layout cannot change. */
+	return sizeof(*v) + 2 * chunk_bitmap_bytes(v) + COWFILE_BLOCK_SIZE +
+	       s->table_blocks * COWFILE_EXTENTS_PER_BLOCK * sizeof(struct store_extent) +
+	       sizeof(struct store_layout) +
+	       s->nr_extents * (sizeof(struct slot_run) + sizeof(struct store_extent)) +
+	       cow_batch_bytes();
 }
 
 /*
  * Rebuilds the in-core state from the chunk map: which chunks are marked in
  * the open epoch (and so copied, while a snapshot is held), and how many
- * copy slots are taken. A block that cannot be trusted is replaced; the
- * changes it recorded are lost, so a new generation starts.
+ * copy slots are taken. Reads only: blocks that cannot be trusted are
+ * counted and replaced at activation, after the superblock says that
+ * tracking was lost (a load that fails in between must not leave a valid
+ * empty block behind a superblock that still trusts the generation).
  */
 static int scan_chunk_map(struct cowfile_volume *v, char **error)
 {
 	struct cowfile_store *s = &v->store;
 	u32 epoch = v->epoch;
 	bool holding = v->snap_state == COWFILE_SNAP_ACTIVE;
-	u64 bad_blocks = 0, bad_entries = 0, idx;
+	u64 bad_entries = 0, idx;
 
 	store_prefetch_map(s);
 	for (idx = 0; idx < s->map_blocks; idx++) {
@@ -338,8 +433,8 @@ static int scan_chunk_map(struct cowfile_volume *v, char **error)
 
 		mb = store_map_block(s, idx, &b);
 		if (PTR_ERR_OR_ZERO(mb) == -EILSEQ) {
-			bad_blocks++;
-			mb = store_reset_map_block(s, idx, &b);
+			v->bad_map_blocks++;
+			continue;
 		}
 		if (IS_ERR(mb)) {
 			*error = "Cannot read the store's chunk map";
@@ -368,56 +463,137 @@ static int scan_chunk_map(struct cowfile_volume *v, char **error)
 	}
 	if (holding && v->slots_used > s->total_slots)
 		bad_entries++;
-	if (bad_blocks || bad_entries) {
+	if (v->bad_map_blocks || bad_entries) {
 		DMWARN("store chunk map: %llu blocks and %llu entries could not be trusted: new generation",
-		       (unsigned long long)bad_blocks, (unsigned long long)bad_entries);
-		restart_generation(v, COWFILE_INVALID_METADATA);
-		if (store_commit_map(s)) {
-			*error = "Cannot rewrite the store's chunk map";
-			return -EIO;
-		}
+		       (unsigned long long)v->bad_map_blocks, (unsigned long long)bad_entries);
+		/* Recorded durably at activation, before any block is replaced. */
+		v->mode = COWFILE_MODE_LOST;
+	}
+	return 0;
+}
+
+/* Replaces the map blocks scan_chunk_map() could not trust, durably. */
+static int reset_bad_map_blocks(struct cowfile_volume *v)
+{
+	struct cowfile_store *s = &v->store;
+	u64 idx;
+
+	for (idx = 0; idx < s->map_blocks; idx++) {
+		struct dm_buffer *b;
+		void *mb = store_map_block(s, idx, &b);
+
+		if (PTR_ERR_OR_ZERO(mb) == -EILSEQ)
+			mb = store_reset_map_block(s, idx, &b);
+		if (IS_ERR(mb))
+			return PTR_ERR(mb);
+		dm_bufio_release(b);
+		cond_resched();
+	}
+	return store_commit_map(s);
+}
+
+/*
+ * At activation: tracking lost before, or (after a clean unload) the origin
+ * written while it was not tracked.
+ */
+static int check_unrecorded_changes(struct cowfile_volume *v, const char **why)
+{
+	u32 sum;
+	int r;
+
+	if (v->load_flags & COWFILE_SB_TRACKING_LOST) {
+		DMWARN("store records lost tracking: starting a new generation");
+		return restart_generation(v, COWFILE_INVALID_METADATA);
+	}
+	if (!(v->load_flags & COWFILE_SB_CLEAN) || !(v->load_flags & COWFILE_SB_ORIGIN_SUM))
+		return 0;
+	r = origin_first_chunk_sum(v, &sum);
+	if (r) {
+		*why = "cannot read the origin's first chunk";
+		return r;
+	}
+	if (sum != le32_to_cpu(v->store.sb->origin_sum)) {
+		DMWARN("origin written while not tracked (its first chunk changed since the clean unload): starting a new generation");
+		return restart_generation(v, COWFILE_INVALID_ORIGIN_CHANGED);
 	}
 	return 0;
 }
 
 /*
- * At load: tracking lost before, or (after a clean unload) the origin
- * written while it was not tracked.
+ * The first resume of the volume's first table: the old table (if any) is
+ * quiesced, so from here on every write goes through us. Only now does the
+ * store change: a table that is loaded and never resumed writes nothing.
  */
-static int check_unrecorded_changes(struct cowfile_volume *v, u32 flags,
-				    char **error)
+int volume_activate(struct cowfile_volume *v)
 {
-	u32 sum;
-	int r;
+	const char *why = "cannot write the store superblock";
+	int r = 0;
 
-	if (flags & COWFILE_SB_TRACKING_LOST) {
-		DMWARN("store records lost tracking: starting a new generation");
-		restart_generation(v, COWFILE_INVALID_METADATA);
-		return 0;
+	mutex_lock(&v->state_lock);
+	if (v->activated)
+		goto out;
+	if (v->mode == COWFILE_MODE_LOST) {
+		/*
+		 * Damaged map blocks lose the changes they recorded. Say so
+		 * durably (new generation, tracking lost) before replacing
+		 * them, so that no crash or failure in between can leave a
+		 * valid empty block under the old generation.
+		 */
+		r = restart_generation(v, COWFILE_INVALID_METADATA);
+		if (r) {
+			why = "epoch counter exhausted";
+			goto out;
+		}
+		v->mode = COWFILE_MODE_LOST;
+		r = volume_write_sb(v);
+		v->mode = COWFILE_MODE_TRACKING;
+		if (r)
+			goto out;
+		r = reset_bad_map_blocks(v);
+		if (r) {
+			why = "cannot rewrite the store's chunk map";
+			goto out;
+		}
 	}
-	if (!(flags & COWFILE_SB_CLEAN) || !(flags & COWFILE_SB_ORIGIN_SUM))
-		return 0;
-	r = origin_first_chunk_sum(v, &sum);
-	if (r) {
-		*error = "Cannot read the origin's first chunk";
-		return r;
-	}
-	if (sum != le32_to_cpu(v->store.sb->origin_sum)) {
-		DMWARN("origin written while not tracked (its first chunk changed since the clean unload): starting a new generation");
-		restart_generation(v, COWFILE_INVALID_ORIGIN_CHANGED);
-	}
-	return 0;
+	r = check_unrecorded_changes(v, &why);
+	if (r)
+		goto out;
+
+	/* The store is in use from now on: not clean until unloaded. */
+	v->store.sb->flags &= ~cpu_to_le32(COWFILE_SB_CLEAN | COWFILE_SB_ORIGIN_SUM);
+	why = "cannot write the store superblock";
+	r = volume_write_sb(v);
+	if (!r)
+		v->activated = true;
+out:
+	mutex_unlock(&v->state_lock);
+	if (r)
+		DMERR("cannot start tracking: %s (error %d)", why, r);
+	return r;
 }
 
-static struct cowfile_volume *volume_create(struct block_device *origin,
-					    sector_t origin_sectors,
+static void volume_free(struct cowfile_volume *v)
+{
+	if (v->wq)
+		destroy_workqueue(v->wq);
+	if (v->kcopyd)
+		dm_kcopyd_client_destroy(v->kcopyd);
+	store_close(&v->store);
+	cowfile_close_shared(&v->store_hold);
+	cow_batch_free(v->batch);
+	kvfree(v->marked);
+	kvfree(v->pending);
+	kfree(v);
+}
+
+static struct cowfile_volume *volume_create(struct dm_target *ti,
+					    struct block_device *origin,
 					    struct block_device *store_bdev,
 					    sector_t sb_sector, char **error)
 {
 	struct cowfile_volume *v;
 	struct cowfile_superblock *sb;
 	unsigned int i;
-	u32 flags;
 	int r;
 
 	v = kzalloc(sizeof(*v), GFP_KERNEL);
@@ -426,7 +602,9 @@ static struct cowfile_volume *volume_create(struct block_device *origin,
 		return ERR_PTR(-ENOMEM);
 	}
 	refcount_set(&v->refs, 1);
+	v->tables = 1;
 	atomic_set(&v->images, 0);
+	v->md = dm_table_get_md(ti->table);
 	mutex_init(&v->state_lock);
 	spin_lock_init(&v->lock);
 	bio_list_init(&v->deferred_writes);
@@ -438,25 +616,40 @@ static struct cowfile_volume *volume_create(struct block_device *origin,
 		atomic_set(&v->reads_inflight[i], 0);
 	v->origin_bdev = origin;
 	v->origin_devt = origin->bd_dev;
-	v->origin_sectors = origin_sectors;
+	v->origin_sectors = ti->len;
 	v->low_water = COWFILE_DEFAULT_LOW_WATER;
+	v->suspended = true;
 
+	/* Image devices may outlive the tables that opened the store device. */
+	r = cowfile_open_devt(store_bdev->bd_dev, false, &v->store_hold);
+	if (r) {
+		*error = "Cannot hold the store device";
+		goto bad;
+	}
+	v->store.on_origin = store_bdev == origin;
+	v->store.origin_sectors = v->origin_sectors;
 	r = store_open(&v->store, store_bdev, sb_sector, error);
 	if (r)
-		goto bad_store;
+		goto bad;
 	sb = v->store.sb;
-	if (le64_to_cpu(sb->origin_sectors) != origin_sectors) {
+	if (le64_to_cpu(sb->origin_sectors) != v->origin_sectors) {
 		DMERR("store made for an origin of %llu sectors, table is %llu",
 		      (unsigned long long)le64_to_cpu(sb->origin_sectors),
-		      (unsigned long long)origin_sectors);
+		      (unsigned long long)v->origin_sectors);
 		*error = "Store belongs to an origin of another size";
 		r = -EINVAL;
 		goto bad;
 	}
 	v->chunk_sectors = le32_to_cpu(sb->chunk_sectors);
 	v->chunk_shift = __ffs(v->chunk_sectors);
-	v->nr_chunks = DIV_ROUND_UP_ULL(origin_sectors, v->chunk_sectors);
-	if (v->store.map_blocks * COWFILE_MAP_ENTRIES_PER_BLOCK < v->nr_chunks) {
+	v->nr_chunks = DIV_ROUND_UP_ULL(v->origin_sectors, v->chunk_sectors);
+	if (v->nr_chunks > U32_MAX) {
+		*error = "Origin has too many chunks for its chunk size";
+		r = -EINVAL;
+		goto bad;
+	}
+	if (div_u64(v->nr_chunks + COWFILE_MAP_ENTRIES_PER_BLOCK - 1,
+		    COWFILE_MAP_ENTRIES_PER_BLOCK) > v->store.map_blocks) {
 		*error = "Store chunk map too small for the origin";
 		r = -EINVAL;
 		goto bad;
@@ -469,7 +662,7 @@ static struct cowfile_volume *volume_create(struct block_device *origin,
 	v->invalid_reason = le32_to_cpu(sb->snap_invalid_reason);
 	v->snap_epoch = le64_to_cpu(sb->snap_epoch);
 	v->slots_used = le64_to_cpu(sb->data_slots_used);
-	flags = le32_to_cpu(sb->flags);
+	v->load_flags = le32_to_cpu(sb->flags);
 	if (!v->epoch || v->epoch >= U32_MAX || v->generation_epoch > v->epoch ||
 	    (v->snap_state == COWFILE_SNAP_ACTIVE && v->snap_epoch + 1 != v->epoch)) {
 		*error = "Inconsistent epochs in store superblock";
@@ -479,26 +672,14 @@ static struct cowfile_volume *volume_create(struct block_device *origin,
 	if (v->snap_state != COWFILE_SNAP_ACTIVE)
 		v->slots_used = 0;
 
-	v->marked = bitmap_zalloc(v->nr_chunks, GFP_KERNEL);
-	v->pending = bitmap_zalloc(v->nr_chunks, GFP_KERNEL);
+	v->marked = kvzalloc(chunk_bitmap_bytes(v), GFP_KERNEL);
+	v->pending = kvzalloc(chunk_bitmap_bytes(v), GFP_KERNEL);
 	if (!v->marked || !v->pending) {
 		*error = "Cannot allocate change bitmaps";
 		r = -ENOMEM;
 		goto bad;
 	}
 	r = scan_chunk_map(v, error);
-	if (r)
-		goto bad;
-	if (store_bdev == origin) {
-		v->store_on_origin = true;
-		v->store_ranges = store_sorted_ranges(&v->store);
-		if (!v->store_ranges) {
-			*error = "Cannot allocate store ranges";
-			r = -ENOMEM;
-			goto bad;
-		}
-	}
-	r = check_unrecorded_changes(v, flags, error);
 	if (r)
 		goto bad;
 
@@ -521,42 +702,27 @@ static struct cowfile_volume *volume_create(struct block_device *origin,
 		r = -ENOMEM;
 		goto bad;
 	}
-
-	/* The store is in use from now on: not clean until unloaded. */
-	sb->flags &= ~cpu_to_le32(COWFILE_SB_CLEAN | COWFILE_SB_ORIGIN_SUM);
-	mutex_lock(&v->state_lock);
-	r = volume_write_sb(v);
-	mutex_unlock(&v->state_lock);
-	if (r) {
-		*error = "Cannot write the store superblock";
-		goto bad;
-	}
 	return v;
 
 bad:
-	store_close(&v->store);
-bad_store:
-	if (v->wq)
-		destroy_workqueue(v->wq);
-	if (v->kcopyd)
-		dm_kcopyd_client_destroy(v->kcopyd);
-	kfree(v->batch);
-	kvfree(v->store_ranges);
-	bitmap_free(v->marked);
-	bitmap_free(v->pending);
-	kfree(v);
+	volume_free(v);
 	return ERR_PTR(r);
 }
 
-static void volume_destroy(struct cowfile_volume *v)
+/*
+ * The last cowfile table is going (it still holds its devices): write the
+ * store clean. An image device may keep the volume in memory after this;
+ * its reads fail from now on, since no table guards the origin any more.
+ */
+static void volume_detach(struct cowfile_volume *v)
 {
 	u32 sum;
 
 	flush_workqueue(v->wq);
-	destroy_workqueue(v->wq);
-	dm_kcopyd_client_destroy(v->kcopyd);
-
 	mutex_lock(&v->state_lock);
+	WRITE_ONCE(v->detached, true);
+	if (!v->activated)
+		goto out;	/* never resumed: the store was not touched */
 	if (store_commit_map(&v->store)) {
 		DMERR("cannot write the chunk map at unload: tracking lost");
 		v->mode = COWFILE_MODE_LOST;
@@ -568,22 +734,17 @@ static void volume_destroy(struct cowfile_volume *v)
 	}
 	if (volume_write_sb(v))
 		DMERR("cannot mark the store clean at unload");
+out:
+	v->live_ti = NULL;
 	mutex_unlock(&v->state_lock);
-
-	store_close(&v->store);
-	kfree(v->batch);
-	kvfree(v->store_ranges);
-	bitmap_free(v->marked);
-	bitmap_free(v->pending);
-	kfree(v);
 }
 
 /*
- * The volume for a store, shared by every table instance that names it. A
- * store can serve one origin only.
+ * The volume for a store, shared by every table of the one device that
+ * names it (a reload loads the new table while the old one still runs). A
+ * store serves one origin and one device.
  */
-struct cowfile_volume *volume_get(struct block_device *origin,
-				  sector_t origin_sectors,
+struct cowfile_volume *volume_get(struct dm_target *ti, struct block_device *origin,
 				  struct block_device *store_bdev,
 				  sector_t sb_sector, char **error)
 {
@@ -594,7 +755,8 @@ struct cowfile_volume *volume_get(struct block_device *origin,
 		bool same_store = v->store.bdev == store_bdev &&
 				  v->store.sb_sector == sb_sector;
 
-		if (same_store && v->origin_bdev != origin) {
+		if (same_store && (v->origin_bdev != origin ||
+				   v->md != dm_table_get_md(ti->table))) {
 			*error = "Store is in use by another cowfile device";
 			v = ERR_PTR(-EBUSY);
 			goto out;
@@ -605,16 +767,17 @@ struct cowfile_volume *volume_get(struct block_device *origin,
 			goto out;
 		}
 		if (same_store) {
-			if (v->origin_sectors != origin_sectors) {
+			if (v->origin_sectors != ti->len) {
 				*error = "Table size differs from the loaded volume";
 				v = ERR_PTR(-EINVAL);
 				goto out;
 			}
 			refcount_inc(&v->refs);
+			v->tables++;
 			goto out;
 		}
 	}
-	v = volume_create(origin, origin_sectors, store_bdev, sb_sector, error);
+	v = volume_create(ti, origin, store_bdev, sb_sector, error);
 	if (!IS_ERR(v))
 		list_add(&v->list, &volumes);
 out:
@@ -622,16 +785,26 @@ out:
 	return v;
 }
 
+static void volume_unref(struct cowfile_volume *v)
+{
+	if (refcount_dec_and_test(&v->refs))
+		volume_free(v);
+}
+
+/*
+ * A cowfile table goes. The last one detaches the volume before it leaves
+ * the registry, both under volumes_lock: a table loaded meanwhile for the
+ * same store waits, then reads the store as this one left it.
+ */
 void volume_put(struct cowfile_volume *v)
 {
 	mutex_lock(&volumes_lock);
-	if (!refcount_dec_and_test(&v->refs)) {
-		mutex_unlock(&volumes_lock);
-		return;
+	if (!--v->tables) {
+		volume_detach(v);
+		list_del(&v->list);
 	}
-	list_del(&v->list);
 	mutex_unlock(&volumes_lock);
-	volume_destroy(v);
+	volume_unref(v);
 }
 
 /* For cowfile-snap: takes an image reference on the origin's volume. */
@@ -667,5 +840,5 @@ out:
 void volume_put_image(struct cowfile_volume *v)
 {
 	atomic_dec(&v->images);
-	volume_put(v);
+	volume_unref(v);
 }
