@@ -24,7 +24,7 @@ TRACE_EVENT(cowfile_chunk_marked,
 		__entry->chunk = chunk;
 		__entry->epoch = epoch;
 	),
-	TP_printk("origin=%d:%d chunk=%llu epoch=%llu",
+	TP_printk("origin=%u:%u chunk=%llu epoch=%llu",
 		  MAJOR(__entry->origin), MINOR(__entry->origin),
 		  __entry->chunk, __entry->epoch)
 );
@@ -42,7 +42,7 @@ TRACE_EVENT(cowfile_cow_start,
 		__entry->chunk = chunk;
 		__entry->slot = slot;
 	),
-	TP_printk("origin=%d:%d chunk=%llu slot=%llu",
+	TP_printk("origin=%u:%u chunk=%llu slot=%llu",
 		  MAJOR(__entry->origin), MINOR(__entry->origin),
 		  __entry->chunk, __entry->slot)
 );
@@ -60,7 +60,7 @@ TRACE_EVENT(cowfile_cow_done,
 		__entry->copies = copies;
 		__entry->failed = failed;
 	),
-	TP_printk("origin=%d:%d copies=%u failed=%d",
+	TP_printk("origin=%u:%u copies=%u failed=%d",
 		  MAJOR(__entry->origin), MINOR(__entry->origin),
 		  __entry->copies, __entry->failed)
 );
@@ -78,7 +78,7 @@ TRACE_EVENT(cowfile_commit,
 		__entry->chunks = chunks;
 		__entry->error = error;
 	),
-	TP_printk("origin=%d:%d chunks=%u error=%d",
+	TP_printk("origin=%u:%u chunks=%u error=%d",
 		  MAJOR(__entry->origin), MINOR(__entry->origin),
 		  __entry->chunks, __entry->error)
 );
@@ -98,7 +98,7 @@ TRACE_EVENT(cowfile_snapshot_state,
 		__entry->reason = v->invalid_reason;
 		__entry->epoch = v->epoch;
 	),
-	TP_printk("origin=%d:%d state=%u reason=%u epoch=%llu",
+	TP_printk("origin=%u:%u state=%u reason=%u epoch=%llu",
 		  MAJOR(__entry->origin), MINOR(__entry->origin),
 		  __entry->state, __entry->reason, __entry->epoch)
 );
