@@ -18,7 +18,8 @@
                                               (O_DIRECT where DEV allows it)
   chunkio.py changed-chunks CHUNK_BYTES BEFORE AFTER [SECTOR:BLOCKS...]
                                               print the chunks whose bytes
-                                              differ between two images of a
+                                              differ between two images (files
+                                              or devices) of a
                                               device, leaving out the given
                                               store extents (4 KiB blocks)
 """

@@ -47,6 +47,20 @@ refuse bad "another size" "0 $size cowfile $ORIGIN $STORE_DEV $other_sb"
 ro=--readonly refuse bad "Invalid argument count" "0 $size cowfile-snap"
 ro=--readonly refuse bad "No cowfile device over this origin" "0 $size cowfile-snap $ORIGIN"
 
+log "a store device with 4 KiB logical blocks under an origin of 512-byte ones"
+img4k=$(mktemp /tmp/loop4k.XXXXXX)
+truncate -s 32M "$img4k"
+disk4k=$(losetup --find --show --sector-size 4096 "$img4k")
+on_exit "losetup -d $disk4k; rm -f $img4k"
+mkfs.ext4 -q -b 4096 "$disk4k"
+mkdir -p /mnt/store4k
+mount "$disk4k" /mnt/store4k
+saved_store=("$STORE_DEV" "$SB_SECTOR")
+new_store /mnt/store4k/vol.store 4M "$ORIGIN"
+umount /mnt/store4k
+refuse bad "logical block size exceeds the origin's" "0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR"
+STORE_DEV=${saved_store[0]} SB_SECTOR=${saved_store[1]}
+
 log "a flipped bit in the superblock"
 dd if="$STORE_DEV" of=/tmp/sb.orig bs=512 skip="$SB_SECTOR" count=8 iflag=direct status=none
 python3 - "$STORE_DEV" "$SB_SECTOR" <<'PY'

@@ -15,12 +15,12 @@ json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d'"$1"')
 CHUNKIO=$SNAPMGR_SOURCE_DIR/tests/vm/chunkio.py
 
 load_modules
-pv=$(new_loop 400M)
+pv=$(new_loop 200M)
 lvm() { command lvm "$@" 2> /tmp/lvm.err || { cat /tmp/lvm.err >&2; return 1; }; }
 lvm pvcreate -q "$pv"
 lvm vgcreate -q vg "$pv"
 on_exit "lvm vgremove -q -f vg >/dev/null 2>&1; lvm pvremove -q $pv >/dev/null 2>&1"
-lvm lvcreate -q -y -L 256M -n lv vg
+lvm lvcreate -q -y -L 192M -n lv vg
 on_exit "lvm lvremove -q -f vg/lv >/dev/null 2>&1"
 LV=/dev/mapper/vg-lv
 # Free space full of old data, as on a used disk: the grown extents then
@@ -98,8 +98,8 @@ expect_eq "$(dev_sum "$IMG")" "$(sha256sum < /tmp/instant.img | cut -d' ' -f1)" 
 
 log "every chunk the writes changed is in changes"
 chunk=65536
-dd if="$LV" of=/tmp/volume-now.img bs=1M iflag=direct status=none
-python3 "$CHUNKIO" changed-chunks $chunk /tmp/volume-at-instant.img /tmp/volume-now.img $extents > /tmp/changed.txt
+blockdev --flushbufs "$LV"
+python3 "$CHUNKIO" changed-chunks $chunk /tmp/volume-at-instant.img "$LV" $extents > /tmp/changed.txt
 "$SNAPMGR" --json changes vg-lv --since "$gen:$snap_epoch" | python3 "$CHUNKIO" chunks $chunk > /tmp/reported.txt
 grep -qx full /tmp/reported.txt && fail "changes answered full for a generation that is intact"
 missed=$(comm -23 /tmp/changed.txt /tmp/reported.txt | wc -l)
