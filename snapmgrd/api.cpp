@@ -545,14 +545,20 @@ void Agent::install(httplib::Server &server)
 				    names.push_back(it->second.name);
 			    }
 			    SnapshotRecord record{records_.new_id(), {}};
-			    auto taken = snapshot(names);
-			    for (std::size_t i = 0; i < taken.size(); i++)
-				    record.disks.push_back({disks[i], taken[i].name, taken[i].generation, taken[i].epoch});
+			    // The library answers per volume, in its own order: pair
+			    // each disk with its volume's result by name, never by place.
+			    std::map<std::string, SnapshotResult> taken;
+			    for (auto &t : snapshot(names))
+				    taken.emplace(t.name, std::move(t));
+			    for (std::size_t i = 0; i < disks.size(); i++) {
+				    const SnapshotResult &t = taken.at(names[i]);
+				    record.disks.push_back({disks[i], t.name, t.generation, t.epoch});
+			    }
 			    try {
 				    records_.save(record);
 			    } catch (...) {
-				    for (const auto &t : taken)
-					    release(t.name);
+				    for (const auto &[name, t] : taken)
+					    release(name);
 				    throw;
 			    }
 			    log_line(fmt::format("snapshot {} of {} taken", record.id, fmt::join(disks, ", ")));

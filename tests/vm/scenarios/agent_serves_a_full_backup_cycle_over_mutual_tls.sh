@@ -126,11 +126,20 @@ for r in c["ranges"]:
 	json_get '["backup_type"]' < /tmp/changes.json
 }
 
-log "snapshot of both disks at one instant; full backup of each through the API"
-call 200 POST /snapshots/ "{\"tracked_disk_ids\": [\"$a\", \"$b\"]}"
+log "snapshot of both disks at one instant, asked for out of the volumes' order; full backup of each"
+call 200 POST /snapshots/ "{\"tracked_disk_ids\": [\"$b\", \"$a\"]}"
 snap1=$(json_get '["snapshot_id"]' < /tmp/body)
 cp /tmp/body /tmp/snap1.json
-expect_eq "$(json_get '["volume_snapshots"][1]["state"]' < /tmp/body)" active "state of $b's snapshot"
+expect_eq "$(json_get '["volume_snapshots"][1]["state"]' < /tmp/body)" active "state of $a's snapshot"
+# Each disk's record names that disk's own device and image.
+python3 - "$b" "$a" <<'EOF'
+import json, os, sys
+snaps = json.load(open("/tmp/body"))["volume_snapshots"]
+for disk, s in zip(sys.argv[1:], snaps):
+    assert s["original_device"]["tracking_id"] == disk, s
+    assert os.path.basename(s["original_device"]["device_path"]) == disk, (disk, s)
+    assert os.path.basename(s["snapshot_image"]["device_path"]) == disk + "-snap", (disk, s)
+EOF
 call 409 POST /snapshots/ "{\"tracked_disk_ids\": [\"$a\"]}"
 instant_a=$(dev_sum /dev/mapper/$a-snap)
 instant_b=$(dev_sum /dev/mapper/$b-snap)
