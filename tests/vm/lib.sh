@@ -80,6 +80,19 @@ status_field() {
 	dmsetup status "$1" | awk -v n="$2" '{ print $(3 + n) }'
 }
 
+# mount_store_fs [SIZE]: an ext4 of its own for store files, on a loop
+# device of SIZE (32M), mounted on /mnt/store until exit; sets STORE_DISK.
+mount_store_fs() {
+	STORE_DISK=$(new_loop "${1:-32M}")
+	mkfs.ext4 -q -b 4096 "$STORE_DISK"
+	mkdir -p /mnt/store
+	mount "$STORE_DISK" /mnt/store
+	on_exit "! mountpoint -q /mnt/store || umount /mnt/store"
+}
+
+# dm_remove_if_present NAME: remove a dm device unless it is gone already.
+dm_remove_if_present() { ! dmsetup info "$1" > /dev/null 2>&1 || dmsetup remove "$1"; }
+
 # new_store FILE SIZE ORIGIN_DEV [CHUNK_SECTORS]: create a store file on a
 # mounted filesystem for ORIGIN_DEV; sets STORE_DEV and SB_SECTOR.
 new_store() {
@@ -142,7 +155,7 @@ os.close(fd)
 }
 
 # ---- snapmgrd helpers (the agent scenario and bench/guest-bench.sh) ----
-SNAPMGRD=$SNAPMGR_BUILD_DIR/snapmgrd/snapmgrd
+SNAPMGRD=${SNAPMGRD:-$SNAPMGR_BUILD_DIR/snapmgrd/snapmgrd}
 AGENT_TLS=/tmp/tls
 AGENT_URL=https://localhost:8443/api/v1
 AGENT_CURL=(curl -sS --cacert $AGENT_TLS/ca.crt --cert $AGENT_TLS/client.crt --key $AGENT_TLS/client.key)

@@ -34,11 +34,11 @@ import mmap
 import os
 import re
 import struct
-import subprocess
 import sys
 import uuid
 
-BLOCK = 4096
+from vmio import BLOCK, Kmsg, read_block, run, write_block
+
 SECTORS_PER_BLOCK = BLOCK // 512
 CSUM_OFFSET = 8
 EXTENTS_PER_BLOCK = (BLOCK - 32) // 16
@@ -86,24 +86,6 @@ def seal(block):
     return block
 
 
-def run(*cmd, check=True):
-    return subprocess.run(cmd, check=check, capture_output=True, text=True)
-
-
-def read_block(fd, offset):
-    buf = mmap.mmap(-1, BLOCK)
-    if os.preadv(fd, [buf], offset) != BLOCK:
-        sys.exit(f"short read at byte {offset}")
-    return bytearray(buf)
-
-
-def write_block(fd, offset, data):
-    buf = mmap.mmap(-1, BLOCK)
-    buf.write(bytes(data))
-    if os.pwritev(fd, [buf], offset) != BLOCK:
-        sys.exit(f"short write at byte {offset}")
-
-
 def read_device(path):
     """The whole device, read with O_DIRECT."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
@@ -131,25 +113,6 @@ def write_device(path, data):
         if os.pwritev(fd, [memoryview(buf)[:len(piece)]], pos) != len(piece):
             sys.exit(f"short write to {path} at byte {pos}")
     os.close(fd)
-
-
-class Kmsg:
-    """New kernel log messages since the last call, read from /dev/kmsg."""
-
-    def __init__(self):
-        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-        os.lseek(self.fd, 0, os.SEEK_END)
-
-    def new(self):
-        lines = []
-        while True:
-            try:
-                rec = os.read(self.fd, 8192).decode(errors="replace")
-            except BlockingIOError:
-                return lines
-            except BrokenPipeError:  # overwritten records: go on
-                continue
-            lines.append(rec.split(";", 1)[-1].split("\n", 1)[0])
 
 
 class Store:

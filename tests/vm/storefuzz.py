@@ -23,54 +23,16 @@ written back after each iteration. Exits 1 on the first failure.
 """
 import collections
 import json
-import mmap
 import os
 import random
 import re
-import subprocess
 import sys
 import time
 
-BLOCK = 4096
+from vmio import BLOCK, Kmsg, read_block, run, write_block
+
 EXTENTS_PER_BLOCK = (BLOCK - 32) // 16
 STORE_TOOL = os.environ["COWFILE_STORE"]
-
-
-def run(*cmd, check=True):
-    return subprocess.run(cmd, check=check, capture_output=True, text=True)
-
-
-class Kmsg:
-    """New kernel log messages since the last call, read from /dev/kmsg."""
-
-    def __init__(self):
-        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-        os.lseek(self.fd, 0, os.SEEK_END)
-
-    def new(self):
-        lines = []
-        while True:
-            try:
-                rec = os.read(self.fd, 8192).decode(errors="replace")
-            except BlockingIOError:
-                return lines
-            except BrokenPipeError:  # overwritten records: go on
-                continue
-            lines.append(rec.split(";", 1)[-1].split("\n", 1)[0])
-
-
-def read_block(fd, offset):
-    buf = mmap.mmap(-1, BLOCK)
-    if os.preadv(fd, [buf], offset) != BLOCK:
-        sys.exit(f"short read at byte {offset}")
-    return bytes(buf)
-
-
-def write_block(fd, offset, data):
-    buf = mmap.mmap(-1, BLOCK)
-    buf.write(data)
-    if os.pwritev(fd, [buf], offset) != BLOCK:
-        sys.exit(f"short write at byte {offset}")
 
 
 def metadata_blocks(dump, sb_sector):

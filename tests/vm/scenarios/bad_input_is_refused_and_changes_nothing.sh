@@ -7,11 +7,7 @@
 load_modules
 ORIGIN=$(new_loop 64M)
 other=$(new_loop 96M)
-store_disk=$(new_loop 32M)
-mkfs.ext4 -q -b 4096 "$store_disk"
-mkdir -p /mnt/store
-mount "$store_disk" /mnt/store
-on_exit "umount /mnt/store"
+mount_store_fs
 new_store /mnt/store/other.store 4M "$other"
 other_sb=$SB_SECTOR
 new_store /mnt/store/vol.store 4M "$ORIGIN"

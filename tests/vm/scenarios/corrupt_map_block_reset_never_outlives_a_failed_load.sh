@@ -18,11 +18,7 @@ size=$(dev_sectors "$origin_loop")
 dmsetup create orig --table "0 $size linear $origin_loop 0"
 on_exit "dmsetup remove orig"
 ORIGIN=/dev/mapper/orig
-store_disk=$(new_loop 32M)
-mkfs.ext4 -q -b 4096 "$store_disk"
-mkdir -p /mnt/store
-mount "$store_disk" /mnt/store
-on_exit "umount /mnt/store"
+mount_store_fs
 new_store /mnt/store/vol.store 8M "$ORIGIN"
 table="0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR"
 on_exit "dmsetup remove vol 2>/dev/null || true"

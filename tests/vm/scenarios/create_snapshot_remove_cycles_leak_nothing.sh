@@ -16,10 +16,7 @@ RELOAD_EVERY=4
 load_modules
 ORIGIN=$(new_loop 16M)
 size=$(dev_sectors "$ORIGIN")
-store_disk=$(new_loop 32M)
-mkfs.ext4 -q -b 4096 "$store_disk"
-mkdir -p /mnt/store
-mount "$store_disk" /mnt/store
+mount_store_fs
 new_store /mnt/store/vol.store 8M "$ORIGIN"
 umount /mnt/store
 dd if=/dev/urandom of=/tmp/w.bin bs=64k count=8 status=none

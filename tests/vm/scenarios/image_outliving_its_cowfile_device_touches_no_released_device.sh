@@ -9,7 +9,6 @@
 . "$(dirname "$0")/../lib.sh"
 here=$(dirname "$0")/..
 
-dm_remove_if_present() { ! dmsetup info "$1" > /dev/null 2>&1 || dmsetup remove "$1"; }
 
 load_modules
 ORIGIN=$(new_loop 64M)

@@ -9,11 +9,7 @@ budget=$((16 << 20))
 
 # A sparse 1 TiB origin on the guest's tmpfs: only what is written takes RAM.
 ORIGIN=$(new_loop 1T)
-store_disk=$(new_loop 512M)
-mkfs.ext4 -q -b 4096 "$store_disk"
-mkdir -p /mnt/store
-mount "$store_disk" /mnt/store
-on_exit "umount /mnt/store"
+mount_store_fs 512M
 new_store /mnt/store/vol.store 200M "$ORIGIN"
 size=$(dev_sectors "$ORIGIN")
 slab_before=$(awk '/^Slab:/ {print $2}' /proc/meminfo)

@@ -23,7 +23,6 @@ mkdir -p "$MNT"
 
 # The log is complete only once its device is gone, so the run removes the
 # devices itself; the cleanup removes what a failure left.
-dm_remove_if_present() { ! dmsetup info "$1" > /dev/null 2>&1 || dmsetup remove "$1"; }
 umount_if_mounted() { ! mountpoint -q "$1" || umount "$1"; }
 
 # phase NAME: a mark in the log, so that a miss report says where it was.

@@ -13,11 +13,7 @@ load_modules
 ORIGIN=$(new_loop 16T)
 size=$(dev_sectors "$ORIGIN")
 expect_eq "$size" $((1 << 35)) "origin sectors"
-store_disk=$(new_loop 640M)
-mkfs.ext4 -q -b 4096 "$store_disk"
-mkdir -p /mnt/store
-mount "$store_disk" /mnt/store
-on_exit "! mountpoint -q /mnt/store || umount /mnt/store"
+mount_store_fs 640M
 log "16 TiB at 256 KiB chunks: a 516 MiB chunk map"
 t=$SECONDS
 new_store /mnt/store/vol.store 544M "$ORIGIN" 512
@@ -44,8 +40,8 @@ expect_eq "$(tr '\n' ' ' < /tmp/changes)" "$((chunks - 1)) " "changes after the 
 echo "unload and changes: $((SECONDS - t)) s"
 umount /mnt/store
 # Its 516 MiB map lives in the guest's memory: give it back.
-store_img=$(losetup -n -O BACK-FILE "$store_disk")
-losetup -d "$store_disk"
+store_img=$(losetup -n -O BACK-FILE "$STORE_DISK")
+losetup -d "$STORE_DISK"
 rm -f "$store_img"
 
 log "a store claiming 2^32 chunks of 4 KiB for the 16 TiB origin"

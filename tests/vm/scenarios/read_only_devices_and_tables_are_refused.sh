@@ -9,10 +9,7 @@
 load_modules
 ORIGIN=$(new_loop 64M)
 size=$(dev_sectors "$ORIGIN")
-store_disk=$(new_loop 32M)
-mkfs.ext4 -q -b 4096 "$store_disk"
-mkdir -p /mnt/store
-mount "$store_disk" /mnt/store
+mount_store_fs
 new_store /mnt/store/vol.store 4M "$ORIGIN"
 # Unmounted: nothing but the kernel writes the store device from now on.
 umount /mnt/store

@@ -9,11 +9,7 @@ chunkio=$(dirname "$0")/../chunkio.py
 load_modules
 ORIGIN=$(new_loop 128M)
 fill_random "$ORIGIN"
-store_disk=$(new_loop 32M)
-mkfs.ext4 -q -b 4096 "$store_disk"
-mkdir -p /mnt/store
-mount "$store_disk" /mnt/store
-on_exit "umount /mnt/store"
+mount_store_fs
 new_store /mnt/store/vol.store 16M "$ORIGIN"
 size=$(dev_sectors "$ORIGIN")
 table="0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR"

@@ -14,15 +14,10 @@ DATA=$(new_loop 64M)
 LOG=$(new_loop 128M)
 size=$(dev_sectors "$DATA")
 blkdiscard -f "$LOG"
-dm_remove_if_present() { ! dmsetup info "$1" > /dev/null 2>&1 || dmsetup remove "$1"; }
 dmsetup create lw --table "0 $size log-writes $DATA $LOG"
 on_exit "dm_remove_if_present lw"
 ORIGIN=/dev/mapper/lw
-store_disk=$(new_loop 32M)
-mkfs.ext4 -q -b 4096 "$store_disk"
-mkdir -p /mnt/store
-mount "$store_disk" /mnt/store
-on_exit "umount /mnt/store"
+mount_store_fs
 new_store /mnt/store/vol.store 8M "$ORIGIN"
 dmsetup create vol --table "0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR"
 on_exit "dm_remove_if_present vol"

@@ -10,13 +10,9 @@ chunkio=$(dirname "$0")/../chunkio.py
 load_modules
 ORIGIN=$(new_loop 256M)
 fill_random "$ORIGIN"
-store_disk=$(new_loop 64M)
-mkfs.ext4 -q -b 4096 "$store_disk"
-mkdir -p /mnt/store
-mount "$store_disk" /mnt/store
-on_exit "umount /mnt/store"
+mount_store_fs 64M
 new_store /mnt/store/vol.store 32M "$ORIGIN"
-expect_eq "$STORE_DEV" "$store_disk" "store device is the store filesystem's disk"
+expect_eq "$STORE_DEV" "$STORE_DISK" "store device is the store filesystem's disk"
 size=$(dev_sectors "$ORIGIN")
 dmsetup create vol --table "0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR"
 on_exit "dmsetup remove vol"

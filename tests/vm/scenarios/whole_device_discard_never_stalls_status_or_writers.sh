@@ -10,11 +10,7 @@ here=$(dirname "$0")/..
 load_modules
 ORIGIN=$(new_loop 1T)
 size=$(dev_sectors "$ORIGIN")
-store_disk=$(new_loop 256M)
-mkfs.ext4 -q -b 4096 "$store_disk"
-mkdir -p /mnt/store
-mount "$store_disk" /mnt/store
-on_exit "umount /mnt/store"
+mount_store_fs 256M
 # 16M chunks of 64 KiB: a 128 MiB chunk map, no data area needed.
 new_store /mnt/store/vol.store 160M "$ORIGIN"
 dmsetup create vol --table "0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR"

@@ -7,11 +7,7 @@ loop=$(new_loop 64M)
 fill_random "$loop"
 want=$(dev_sum "$loop")
 size=$(dev_sectors "$loop")
-store_disk=$(new_loop 32M)
-mkfs.ext4 -q -b 4096 "$store_disk"
-mkdir -p /mnt/store
-mount "$store_disk" /mnt/store
-on_exit "umount /mnt/store"
+mount_store_fs
 new_store /mnt/store/cf.store 8M "$loop"
 
 dmsetup create cf-test --table "0 $size cowfile $loop $STORE_DEV $SB_SECTOR"
