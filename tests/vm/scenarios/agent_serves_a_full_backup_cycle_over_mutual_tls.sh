@@ -106,6 +106,14 @@ for m in /mnt/a /mnt/b; do
 done
 sync
 
+# snap_field DISK KEY < BODY: KEY of DISK's entry in a snapshot's
+# volume_snapshots (found by its tracking id, whatever the order).
+snap_field() {
+	python3 -c 'import json, sys
+print(next(s for s in json.load(sys.stdin)["volume_snapshots"]
+           if s["original_device"]["tracking_id"] == sys.argv[1])[sys.argv[2]])' "$1" "$2"
+}
+
 # rebuild SNAPSHOT DISK FILE: what a backup client does for a full
 # backup: ask for the changes, and copy each range from consume into FILE.
 # Prints the backup type.
@@ -130,7 +138,7 @@ log "snapshot of both disks at one instant, asked for out of the volumes' order;
 call 200 POST /snapshots/ "{\"tracked_disk_ids\": [\"$b\", \"$a\"]}"
 snap1=$(json_get '["snapshot_id"]' < /tmp/body)
 cp /tmp/body /tmp/snap1.json
-expect_eq "$(json_get '["volume_snapshots"][1]["state"]' < /tmp/body)" active "state of $a's snapshot"
+expect_eq "$(snap_field "$a" state < /tmp/body)" active "state of $a's snapshot"
 # Each disk's record names that disk's own device and image.
 python3 - "$b" "$a" <<'EOF'
 import json, os, sys
@@ -192,7 +200,7 @@ for i in $(seq 0 23); do
 	sleep 0.5
 done
 call 200 GET "/snapshots/$snap1/"
-expect_eq "$(json_get '["volume_snapshots"][0]["state"]' < /tmp/body)" active "state of $a's snapshot after 24 MiB"
+expect_eq "$(snap_field "$a" state < /tmp/body)" active "state of $a's snapshot after 24 MiB"
 grep -q "$a: .*grew it by 16777216 bytes" /tmp/agent.log || fail "the agent did not say it grew the store"
 expect_eq "$(dev_sum /dev/mapper/$a-snap)" "$instant_a" "image of $a after its store grew"
 
@@ -230,8 +238,8 @@ call 200 POST /snapshots/ "{\"tracked_disk_ids\": [\"$a\", \"$b\"]}"
 snap2=$(json_get '["snapshot_id"]' < /tmp/body)
 # snap1 is deleted: its position is what its response said, as a client
 # keeps it.
-gen_b=$(json_get '["volume_snapshots"][1]["generation_id"]' < /tmp/snap1.json)
-num_b=$(json_get '["volume_snapshots"][1]["snapshot_number"]' < /tmp/snap1.json)
+gen_b=$(snap_field "$b" generation_id < /tmp/snap1.json)
+num_b=$(snap_field "$b" snapshot_number < /tmp/snap1.json)
 call 200 GET "/snapshots/$snap2/changes/$b/?previousGenerationID=$gen_b&previousNumber=$num_b"
 expect_eq "$(json_get '["backup_type"]' < /tmp/body)" incremental "backup type of $b"
 python3 -c '
@@ -261,7 +269,7 @@ snap3=$(json_get '["snapshot_id"]' < /tmp/body)
 dd if=/dev/urandom of=/mnt/b/fill bs=1M count=40 oflag=direct status=none ||
 	fail "writes failed when the store filled"
 call 200 GET "/snapshots/$snap3/"
-expect_eq "$(json_get '["volume_snapshots"][0]["state"]' < /tmp/body)" invalid "state with growth off"
+expect_eq "$(snap_field "$b" state < /tmp/body)" invalid "state with growth off"
 call 409 GET "/snapshots/$snap3/changes/$b/"
 call 409 GET "/snapshots/$snap3/consume/$b/"
 call 200 DELETE "/snapshots/$snap3/"
