@@ -19,6 +19,7 @@
 
 #include "aligned_buffer.hpp"
 #include "file_descriptor.hpp"
+#include "snapmgr/config.hpp"
 #include "snapmgr/dm.hpp"
 #include "snapmgr/error.hpp"
 #include "throw_errno.hpp"
@@ -195,6 +196,44 @@ void copy_ranges(Copier &copier, const std::vector<ByteRange> &ranges, std::uint
 		std::rethrow_exception(failure);
 }
 
+// What to do about a snapshot the kernel invalidated for `reason`.
+std::string advice_for(const std::string &name, const std::string &reason,
+		       const std::string &store)
+{
+	if (reason == "store_full")
+		return fmt::format("its store {} filled with copies of blocks written after the "
+				   "snapshot; grow it (snapmgr grow {} SIZE), keep snapmgr monitor "
+				   "{} running to grow it before it fills, or track the volume with "
+				   "a larger --store-size",
+				   store, name, name);
+	if (reason == "store_io_error" || reason == "metadata_error")
+		return fmt::format("its store {} could not be written; the kernel log says why",
+				   store);
+	if (reason == "origin_io_error")
+		return "the volume could not be read; the kernel log says why";
+	return "see snapmgr status " + name;
+}
+
+// Throws when the held snapshot of `name` is no longer valid: an image read
+// made around the moment it was invalidated cannot be trusted, whether it
+// failed (EIO, then) or not. The image's record stays incomplete.
+void expect_snapshot_still_valid(const std::string &name, const fs::path &image)
+{
+	CowfileStatus k = kernel_status(name);
+	if (k.snap_state == SnapState::active)
+		return;
+	auto config = load_config(name);
+	throw SnapshotLostError(
+		name, 0,
+		fmt::format("the snapshot of {} became invalid during the backup ({}): {}. {} is "
+			    "incomplete (so marked in {}); take a new snapshot (snapmgr snapshot "
+			    "{}) and back up again",
+			    name, k.invalid_reason.empty() ? "released meanwhile" : k.invalid_reason,
+			    advice_for(name, k.invalid_reason,
+				       config ? config->store.string() : "of the volume"),
+			    image.string(), sidecar_path(image).string(), name));
+}
+
 } // namespace
 
 fs::path sidecar_path(const fs::path &image) { return image.string() + ".snapmgr.json"; }
@@ -301,8 +340,14 @@ BackupResult backup(const std::string &name, const fs::path &image, const Backup
 		write_image_record(image, rec);
 		copier.set_size(ch.size_bytes);
 	}
-	copy_ranges(copier, ranges, total, options.progress);
-	copier.sync();
+	try {
+		copy_ranges(copier, ranges, total, options.progress);
+		copier.sync();
+	} catch (const Error &) {
+		expect_snapshot_still_valid(name, image); // the cause, rather than EIO
+		throw;
+	}
+	expect_snapshot_still_valid(name, image);
 	result.copied_bytes = total;
 	rec.complete = true;
 	write_image_record(image, rec);

@@ -52,4 +52,11 @@ public:
 	using StoreError::StoreError;
 };
 
+// The held snapshot became invalid (its store filled, or could not be
+// written) while it was being read: what was read cannot be trusted.
+class SnapshotLostError : public Error {
+public:
+	using Error::Error;
+};
+
 } // namespace snapmgr
