@@ -52,16 +52,23 @@ std::string_view reason(int status)
 	}
 }
 
+// Labels, names and paths come from the system (or the request) as bytes,
+// not always UTF-8: a label that is not must not make the whole answer
+// fail, so such bytes become U+FFFD, as the reference's Go encoder does.
+std::string text_of(const json &body)
+{
+	return body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
 void send_error(const Request &req, Response &res, int status, const std::string &details)
 {
 	// httplib would cut an error body to the request's ranges too.
 	const_cast<Request &>(req).ranges.clear();
 	res.status = status;
-	res.set_content(json{{"error", reason(status)}, {"details", details}}.dump() + "\n",
-			"application/json");
+	res.set_content(text_of({{"error", reason(status)}, {"details", details}}), "application/json");
 }
 
-void send_json(Response &res, const json &body) { res.set_content(body.dump() + "\n", "application/json"); }
+void send_json(Response &res, const json &body) { res.set_content(text_of(body), "application/json"); }
 
 void log_line(const std::string &text) { fmt::print(stderr, "snapmgrd: {}\n", text); }
 
@@ -497,6 +504,20 @@ void Agent::install(httplib::Server &server)
 			   for (const auto &[disk, v] : volumes_by_disk())
 				   if (mapped(v))
 					   out.push_back(mapping_json(disk, v));
+			   send_json(res, out);
+		   }));
+
+	// Each mapped volume has one store (the reference's snap store):
+	// its size now and what the held snapshot uses of it.
+	server.Get(api + "/snapstores/?", serve([this](const Request &, Response &res) {
+			   json out = json::array();
+			   for (const auto &[disk, v] : volumes_by_disk())
+				   if (mapped(v))
+					   out.push_back({{"id", format_uuid(v.config.store_uuid)},
+							  {"tracked_disk_id", disk},
+							  {"storage_location", v.config.store.parent_path().string()},
+							  {"allocated_disk_space", v.store_bytes},
+							  {"used_disk_space", v.store_used_bytes}});
 			   send_json(res, out);
 		   }));
 
