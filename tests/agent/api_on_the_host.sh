@@ -78,7 +78,10 @@ sed -i 's/^port = .*/port = 70000/' "$work/agent.conf"
 refused "a port out of range" "not a TCP port"
 config ''
 sed -i 's/^port = .*/&\nwrite_timeout = 0/' "$work/agent.conf"
-refused "a write timeout of 0 s" "write_timeout must be at least 1"
+refused "a write timeout of 0 s" "write_timeout = 0 is not 1 to 86400"
+config ''
+sed -i 's/^port = .*/&\nwrite_timeout = -5/' "$work/agent.conf"
+refused "a negative write timeout" "write_timeout = -5 is not 1 to 86400"
 
 echo "== the agent serves over mutual TLS only"
 config ''
