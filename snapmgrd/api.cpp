@@ -610,8 +610,11 @@ void Agent::install(httplib::Server &server)
 			    // incremental snapshot; the reference answers with a new
 			    // generation (the client's next backup is full), so do
 			    // what snapmgr reset does instead of refusing.
+			    // One that holds a snapshot is left to snapshot()'s refusal:
+			    // the client deletes its snapshot first.
 			    for (const auto &d : disks)
-				    if (const VolumeStatus &v = tracked.at(d); v.state == VolumeState::lost) {
+				    if (const VolumeStatus &v = tracked.at(d);
+					v.state == VolumeState::lost && v.kernel && v.kernel->snap_state == SnapState::none) {
 					    reset(v.name);
 					    log_line(fmt::format("{}: tracking was lost: new generation started, "
 								 "the next backup is full",
