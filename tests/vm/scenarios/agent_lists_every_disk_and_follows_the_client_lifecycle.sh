@@ -230,6 +230,7 @@ for id in "$snap1" 12345; do
 	check_call 200 DELETE "/snapshots/$id/" || problem "DELETE of $id: status $(cat /tmp/status): $(cat /tmp/body)"
 	check_call 200 DELETE "/snapshots/$id" || problem "DELETE of $id (no slash): status $(cat /tmp/status)"
 done
+echo "ok: DELETE of $snap1 again and of 12345 (with and without the slash)"
 
 log "A3: a snapshot with no disk list covers every tracked disk"
 for request in '{}' '{"tracked_disk_ids": []}'; do
