@@ -1,7 +1,8 @@
 # snapmgrd answers what the reference agent's client asks and meets, over
 # mutual TLS (review findings A2 and A3):
 # - a disk with a swap partition is listed (only a disk that is swap as a
-#   whole is hidden), its partitions carry partition_type, and a label
+#   whole is hidden), its partitions carry partition_type and
+#   partition_uuid (blkid gives PART_ENTRY_* only when asked), and a label
 #   that is not UTF-8 comes out as U+FFFD instead of failing /disks and
 #   /systeminfo; /snapstores lists each mapped disk's store;
 # - a reader that pauses 8 s (a slow network) gets the whole image;
@@ -97,8 +98,9 @@ print(next(s for s in json.load(sys.stdin)["volume_snapshots"]
 }
 
 log "A2: a disk with a swap partition is listed, with partition types; a whole swap disk is not"
+part_uuid=$(blkid -p -o value -s PART_ENTRY_UUID "${disk_p}p2")
 if check_call 200 GET "/disks/?includeVirtual=true"; then
-	python3 - /tmp/body "$p" "$w" <<'EOF' || problem "the disk list (above)"
+	python3 - /tmp/body "$p" "$w" "$part_uuid" <<'EOF' || problem "the disk list (above)"
 import json, sys
 disks = {d["name"]: d for d in json.load(open(sys.argv[1]))}
 p, w = sys.argv[2:]
@@ -110,6 +112,7 @@ assert swap["filesystem_type"] == "swap", swap
 assert swap.get("partition_type") == "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f", swap
 assert data.get("partition_type") == "0fc63daf-8483-4772-8e79-3d69d8477de4", data
 assert data["label"] == "data" and data["filesystem_type"] == "ext4", data
+assert data.get("partition_uuid") == sys.argv[4], (data, sys.argv[4])
 print("ok: listed with both partitions and their types")
 EOF
 else
@@ -134,17 +137,20 @@ else
 	problem "GET /systeminfo/: status $(cat /tmp/status): $(cat /tmp/body)"
 fi
 
+# includeSwap, so that an agent that hides a disk with a swap partition
+# still has the label to answer.
 log "A2: a label that is not UTF-8 (Latin-1 DONNÉES) becomes U+FFFD, the answer stays 200"
 e2label "${disk_p}p2" "$(printf 'DONN\311ES')"
 { blkid -p -o value -s LABEL "${disk_p}p2" | od -c | head -n 2; } || true
-for path in "/disks/?includeVirtual=true" "/systeminfo/?includeVirtual=true" /disks/ /systeminfo/; do
+all="includeVirtual=true&includeSwap=true"
+for path in "/disks/?$all" "/systeminfo/?$all" /disks/ /systeminfo/; do
 	if check_call 200 GET "$path"; then
 		echo "ok: GET $path -> 200"
 	else
 		problem "GET $path with a Latin-1 label: status $(cat /tmp/status): $(cat /tmp/body)"
 	fi
 done
-if check_call 200 GET "/disks/?includeVirtual=true"; then
+if check_call 200 GET "/disks/?$all"; then
 	python3 -c '
 import json, sys
 disks = {d["name"]: d for d in json.load(sys.stdin)}
