@@ -609,9 +609,10 @@ void Agent::install(httplib::Server &server)
 			    // A volume that lost track of changes cannot give an
 			    // incremental snapshot; the reference answers with a new
 			    // generation (the client's next backup is full), so do
-			    // what snapmgr reset does instead of refusing.
-			    // One that holds a snapshot is left to snapshot()'s refusal:
-			    // the client deletes its snapshot first.
+			    // what snapmgr reset does instead of refusing. One that
+			    // still holds a snapshot is left to snapshot()'s refusal
+			    // (409): its generation must not change under that
+			    // snapshot, and the client deletes it first.
 			    for (const auto &d : disks)
 				    if (const VolumeStatus &v = tracked.at(d);
 					v.state == VolumeState::lost && v.kernel && v.kernel->snap_state == SnapState::none) {
