@@ -5,7 +5,8 @@
 #   partition_uuid (blkid gives PART_ENTRY_* only when asked), and a label
 #   that is not UTF-8 comes out as U+FFFD instead of failing /disks and
 #   /systeminfo; /snapstores lists each mapped disk's store;
-# - a reader that pauses 8 s (a slow network) gets the whole image;
+# - a reader that pauses 8 s (a slow network) gets the whole image, and
+#   with [api] write_timeout = 2 it is cut;
 # - a DELETE while the image is being downloaded waits for the download to
 #   end: the download is whole, the DELETE answers 200;
 # - DELETE of a deleted or unknown snapshot answers 200;
@@ -97,13 +98,41 @@ print(next(s for s in json.load(sys.stdin)["volume_snapshots"]
            if s["original_device"]["tracking_id"] == sys.argv[1])[sys.argv[2]])' "$1" "$2"
 }
 
+# slow_read URL PAUSE: read the 64 MiB image as one range, 1 MiB, then a
+# pause of PAUSE seconds, then the rest; prints "STATUS BYTES SHA256" of
+# what arrived before the end or a cut.
+slow_read() {
+	python3 - "$1" $AGENT_TLS "$2" <<'EOF'
+import hashlib, http.client, ssl, sys, time, urllib.parse
+url, tls, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
+ctx = ssl.create_default_context(cafile=f"{tls}/ca.crt")
+ctx.load_cert_chain(f"{tls}/client.crt", f"{tls}/client.key")
+u = urllib.parse.urlsplit(url)
+c = http.client.HTTPSConnection(u.hostname, u.port, context=ctx)
+c.request("GET", u.path, headers={"Range": "bytes=0-%d" % ((64 << 20) - 1)})
+r = c.getresponse()
+h, got = hashlib.sha256(), 0
+try:
+    first = r.read(1 << 20)
+    h.update(first)
+    got += len(first)
+    time.sleep(pause)  # the network stalls; the agent must wait
+    while block := r.read(1 << 20):
+        h.update(block)
+        got += len(block)
+except Exception as e:
+    print("cut:", repr(e)[:200], file=sys.stderr)
+print(r.status, got, h.hexdigest())
+EOF
+}
+
 log "A2: a disk with a swap partition is listed, with partition types; a whole swap disk is not"
 part_uuid=$(blkid -p -o value -s PART_ENTRY_UUID "${disk_p}p2")
 if check_call 200 GET "/disks/?includeVirtual=true"; then
 	python3 - /tmp/body "$p" "$w" "$part_uuid" <<'EOF' || problem "the disk list (above)"
 import json, sys
 disks = {d["name"]: d for d in json.load(open(sys.argv[1]))}
-p, w = sys.argv[2:]
+p, w, part_uuid = sys.argv[2:]
 assert p in disks, f"{p}, with a swap partition, is not listed: {sorted(disks)}"
 assert w not in disks, f"{w}, swap as a whole, is listed without includeSwap"
 parts = {x["name"]: x for x in disks[p]["partitions"]}
@@ -112,7 +141,7 @@ assert swap["filesystem_type"] == "swap", swap
 assert swap.get("partition_type") == "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f", swap
 assert data.get("partition_type") == "0fc63daf-8483-4772-8e79-3d69d8477de4", data
 assert data["label"] == "data" and data["filesystem_type"] == "ext4", data
-assert data.get("partition_uuid") == sys.argv[4], (data, sys.argv[4])
+assert data.get("partition_uuid") == part_uuid, (data, part_uuid)
 print("ok: listed with both partitions and their types")
 EOF
 else
@@ -181,28 +210,7 @@ log "full backup; a reader that pauses 8 s gets the whole image"
 call 200 POST /snapshots/ "{\"tracked_disk_ids\": [\"$a\"]}"
 snap1=$(json_get '["snapshot_id"]' < /tmp/body)
 instant=$(dev_sum /dev/mapper/$a-snap)
-python3 - "$URL/snapshots/$snap1/consume/$a/" $tls 8 > /tmp/slow.out <<'EOF' || true
-import hashlib, http.client, ssl, sys, time, urllib.parse
-url, tls, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
-ctx = ssl.create_default_context(cafile=f"{tls}/ca.crt")
-ctx.load_cert_chain(f"{tls}/client.crt", f"{tls}/client.key")
-u = urllib.parse.urlsplit(url)
-c = http.client.HTTPSConnection(u.hostname, u.port, context=ctx)
-c.request("GET", u.path, headers={"Range": "bytes=0-%d" % ((64 << 20) - 1)})
-r = c.getresponse()
-h, got = hashlib.sha256(), 0
-try:
-    first = r.read(1 << 20)
-    h.update(first)
-    got += len(first)
-    time.sleep(pause)  # the network stalls; the agent must wait
-    while block := r.read(1 << 20):
-        h.update(block)
-        got += len(block)
-except Exception as e:
-    print("cut:", repr(e)[:200], file=sys.stderr)
-print(r.status, got, h.hexdigest())
-EOF
+slow_read "$URL/snapshots/$snap1/consume/$a/" 8 > /tmp/slow.out || true
 read -r status got sum < /tmp/slow.out || true
 if [ "$status $got $sum" = "206 $((64 << 20)) $instant" ]; then
 	echo "ok: paused reader got all 64 MiB, checksum matches"
@@ -284,6 +292,19 @@ for r in json.load(sys.stdin)["ranges"]:
 else
 	problem "snapshot after lost tracking: status $(cat /tmp/status): $(cat /tmp/body)"
 fi
+
+log "A3: [api] write_timeout is what cuts a reader: 2 s cuts one that pauses 8 s"
+kill $AGENT
+wait $AGENT || fail "the agent exited with status $?"
+sed -i 's/^port = 8443$/&\nwrite_timeout = 2/' /tmp/agent.conf
+start_agent
+call 200 POST /snapshots/ "{\"tracked_disk_ids\": [\"$a\"]}"
+snap4=$(json_get '["snapshot_id"]' < /tmp/body)
+slow_read "$URL/snapshots/$snap4/consume/$a/" 8 > /tmp/slow.out || true
+read -r status got sum < /tmp/slow.out || true
+[ "${got:-0}" -lt $((64 << 20)) ] || fail "a reader pausing 8 s got the whole image with write_timeout = 2"
+echo "ok: cut after ${got:-0} bytes"
+call 200 DELETE "/snapshots/$snap4/"
 
 kill $AGENT
 wait $AGENT || fail "the agent exited with status $?"
