@@ -17,7 +17,12 @@ Logger Context::logger() const
 	return [](std::string_view text) { fmt::print(stderr, "snapmgr: {}\n", text); };
 }
 
-void Context::print_json(const json &value) const { fmt::print("{}\n", value.dump(2)); }
+// Labels and names come from the system as bytes, not always UTF-8: such
+// bytes are printed as U+FFFD rather than failing the command.
+void Context::print_json(const json &value) const
+{
+	fmt::print("{}\n", value.dump(2, ' ', false, json::error_handler_t::replace));
+}
 
 std::string format_size(std::uint64_t bytes, char unit)
 {

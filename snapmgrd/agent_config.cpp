@@ -50,6 +50,12 @@ AgentConfig parse(const toml::value &root)
 	c.bind = value_or<std::string>(api, "bind", c.bind);
 	c.port = toml::find<unsigned>(api, "port");
 	c.threads = value_or<unsigned>(api, "threads", c.threads);
+	// Read signed: toml11 would turn -1 into a huge unsigned.
+	const auto write_timeout = value_or<std::int64_t>(api, "write_timeout", c.write_timeout);
+	if (write_timeout < 1 || write_timeout > 86400)
+		throw UsageError("write_timeout", EINVAL,
+				 fmt::format("[api] write_timeout = {} is not 1 to 86400 (seconds)", write_timeout));
+	c.write_timeout = unsigned(write_timeout);
 	const auto &tls = toml::find(api, "tls");
 	c.certificate = toml::find<std::string>(tls, "certificate");
 	c.key = toml::find<std::string>(tls, "key");

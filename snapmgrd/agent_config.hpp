@@ -19,6 +19,11 @@ struct AgentConfig {
 	std::string bind = "0.0.0.0";
 	unsigned port = 0;
 	unsigned threads = 32; // requests served at once (downloads included)
+	// Seconds a response may wait for the client to take more of it
+	// before the connection is cut: a backup client on a slow network
+	// pauses, and the reference never cuts it. Also how long a DELETE
+	// waits for downloads of its snapshot to end.
+	unsigned write_timeout = 300;
 	std::filesystem::path certificate, key, ca_certificate;
 	std::vector<std::filesystem::path> locations; // snapstore_destinations
 	std::vector<StoreMapping> mappings;           // applied at start

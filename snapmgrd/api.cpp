@@ -10,6 +10,7 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -52,16 +53,23 @@ std::string_view reason(int status)
 	}
 }
 
+// Labels, names and paths come from the system (or the request) as bytes,
+// not always UTF-8: a label that is not must not make the whole answer
+// fail, so such bytes become U+FFFD, as the reference's Go encoder does.
+std::string text_of(const json &body)
+{
+	return body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
 void send_error(const Request &req, Response &res, int status, const std::string &details)
 {
 	// httplib would cut an error body to the request's ranges too.
 	const_cast<Request &>(req).ranges.clear();
 	res.status = status;
-	res.set_content(json{{"error", reason(status)}, {"details", details}}.dump() + "\n",
-			"application/json");
+	res.set_content(text_of({{"error", reason(status)}, {"details", details}}), "application/json");
 }
 
-void send_json(Response &res, const json &body) { res.set_content(body.dump() + "\n", "application/json"); }
+void send_json(Response &res, const json &body) { res.set_content(text_of(body), "application/json"); }
 
 void log_line(const std::string &text) { fmt::print(stderr, "snapmgrd: {}\n", text); }
 
@@ -357,7 +365,39 @@ void stream_image(const Request &req, Response &res, const std::string &image)
 		});
 }
 
+// The disks a snapshot request names: none when the body is empty, has no
+// "tracked_disk_ids", or it is null or [] (the client's "every disk").
+std::vector<std::string> disks_asked(const std::string &body)
+{
+	if (body.find_first_not_of(" \t\r\n") == std::string::npos)
+		return {};
+	const json request = json::parse(body);
+	if (!request.is_object())
+		throw HttpError(400, "the request is not a JSON object");
+	const auto it = request.find("tracked_disk_ids");
+	if (it == request.end() || it->is_null())
+		return {};
+	return it->get<std::vector<std::string>>();
+}
+
 } // namespace
+
+void Agent::release_when_closed(const std::string &volume)
+{
+	// A download of the image keeps it open; the reference's DELETE waits
+	// for a download to end (it holds the download's lock), so wait too,
+	// as long as a stalled reader is given before it is cut.
+	const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(config_.write_timeout);
+	for (;;) {
+		try {
+			return release(volume);
+		} catch (const UsageError &e) {
+			if (e.error_number() != EBUSY || std::chrono::steady_clock::now() >= deadline)
+				throw;
+		}
+		std::this_thread::sleep_for(std::chrono::milliseconds(100));
+	}
+}
 
 Agent::Agent(AgentConfig config) : config_(std::move(config)), records_(config_.state_dir) {}
 
@@ -500,6 +540,20 @@ void Agent::install(httplib::Server &server)
 			   send_json(res, out);
 		   }));
 
+	// Each mapped volume has one store (the reference's snap store):
+	// its size now and what the held snapshot uses of it.
+	server.Get(api + "/snapstores/?", serve([this](const Request &, Response &res) {
+			   json out = json::array();
+			   for (const auto &[disk, v] : volumes_by_disk())
+				   if (mapped(v))
+					   out.push_back({{"id", format_uuid(v.config.store_uuid)},
+							  {"tracked_disk_id", disk},
+							  {"storage_location", v.config.store.parent_path().string()},
+							  {"allocated_disk_space", v.store_bytes},
+							  {"used_disk_space", v.store_used_bytes}});
+			   send_json(res, out);
+		   }));
+
 	server.Post(api + "/snapstoremappings/?", serve([this, mapping_json](const Request &req, Response &res) {
 			    const json body = json::parse(req.body);
 			    const std::string location = body.at("snapstore_location_id").get<std::string>();
@@ -523,18 +577,26 @@ void Agent::install(httplib::Server &server)
 		    }));
 
 	server.Post(api + "/snapshots/?", serve([this](const Request &req, Response &res) {
-			    const json body = json::parse(req.body);
-			    const auto disks = body.at("tracked_disk_ids").get<std::vector<std::string>>();
-			    if (disks.empty())
-				    throw HttpError(400, "tracked_disk_ids is empty");
+			    const std::vector<std::string> asked = disks_asked(req.body);
 			    std::set<std::string> seen;
-			    for (const auto &d : disks) {
+			    for (const auto &d : asked) {
 				    check_disk_id(d);
 				    if (!seen.insert(d).second)
 					    throw HttpError(400, fmt::format("disk {} is named twice", d));
 			    }
 			    std::lock_guard<std::mutex> lock(change_);
 			    auto tracked = volumes_by_disk();
+			    // No list: every disk that has an id and can be
+			    // snapshotted now, as the reference snapshots every
+			    // tracked disk.
+			    std::vector<std::string> disks = asked;
+			    if (disks.empty()) {
+				    for (const auto &[disk, v] : tracked)
+					    if (v.kernel)
+						    disks.push_back(disk);
+				    if (disks.empty())
+					    throw HttpError(409, "no disk is tracked: map one to a store location first");
+			    }
 			    std::vector<std::string> names;
 			    for (const auto &d : disks) {
 				    auto it = tracked.find(d);
@@ -544,6 +606,21 @@ void Agent::install(httplib::Server &server)
 									     d));
 				    names.push_back(it->second.name);
 			    }
+			    // A volume that lost track of changes cannot give an
+			    // incremental snapshot; the reference answers with a new
+			    // generation (the client's next backup is full), so do
+			    // what snapmgr reset does instead of refusing. One that
+			    // still holds a snapshot is left to snapshot()'s refusal
+			    // (409): its generation must not change under that
+			    // snapshot, and the client deletes it first.
+			    for (const auto &d : disks)
+				    if (const VolumeStatus &v = tracked.at(d);
+					v.state == VolumeState::lost && v.kernel && v.kernel->snap_state == SnapState::none) {
+					    reset(v.name);
+					    log_line(fmt::format("{}: tracking was lost: new generation started, "
+								 "the next backup is full",
+								 d));
+				    }
 			    SnapshotRecord record{records_.new_id(), {}};
 			    // The library answers per volume, in its own order: pair
 			    // each disk with its volume's result by name, never by place.
@@ -591,14 +668,23 @@ void Agent::install(httplib::Server &server)
 			   send_json(res, snapshot_json(record_of(req.matches[1])));
 		   }));
 
-	server.Delete(api + "/snapshots/([^/]+)/?", serve([this, record_of](const Request &req, Response &res) {
+	// The reference answers 200 for an id it does not know (deleted
+	// already, or never taken): a client's retry or cleanup after a failure
+	// must not fail.
+	server.Delete(api + "/snapshots/([^/]+)/?", serve([this](const Request &req, Response &res) {
+			      const std::string id = req.matches[1];
+			      check_snapshot_id(id);
 			      std::lock_guard<std::mutex> lock(change_);
-			      const SnapshotRecord r = record_of(req.matches[1]);
-			      for (const auto &d : r.disks)
+			      const auto r = records_.load(id);
+			      if (!r) {
+				      log_line(fmt::format("snapshot {} not found: nothing to delete", id));
+				      return res.set_content("", "application/json");
+			      }
+			      for (const auto &d : r->disks)
 				      if (state_of(d, status_of(d)) != "gone")
-					      release(d.volume);
-			      records_.remove(r.id);
-			      log_line(fmt::format("snapshot {} deleted", r.id));
+					      release_when_closed(d.volume);
+			      records_.remove(r->id);
+			      log_line(fmt::format("snapshot {} deleted", r->id));
 			      res.set_content("", "application/json");
 		      }));
 

@@ -32,6 +32,9 @@ private:
 	// Whether the volume's store is in one of the store locations.
 	bool mapped(const VolumeStatus &v) const;
 	void watch(const std::string &volume);
+	// Releases the volume's snapshot once no download holds its image
+	// open, waiting at most write_timeout; UsageError (409) after that.
+	void release_when_closed(const std::string &volume);
 
 	AgentConfig config_;
 	SnapshotRecords records_;

@@ -83,22 +83,16 @@ json partition_json(const std::string &name)
 		j["label"] = p.fs_label;
 	if (!p.fs_type.empty())
 		j["filesystem_type"] = p.fs_type;
+	if (!p.part_type.empty())
+		j["partition_type"] = p.part_type;
 	return j;
 }
 
 bool is_cdrom(const BlockDevice &d) { return first_line(sysfs_dir(d) / "device" / "type") == "5"; }
 
-bool uses_swap(const BlockDevice &d)
-{
-	if (d.is_swap || d.fs_type == "swap")
-		return true;
-	for (const auto &p : d.partitions) {
-		BlockDevice part = probe_device("/dev/" + p);
-		if (part.is_swap || part.fs_type == "swap")
-			return true;
-	}
-	return false;
-}
+// The reference hides only a disk that is swap as a whole: a disk with a
+// swap partition beside its others (the usual OS disk) is listed.
+bool is_swap(const BlockDevice &d) { return d.is_swap || d.fs_type == "swap"; }
 
 // ---- system information --------------------------------------------------
 
@@ -119,8 +113,13 @@ json memory_info()
 		{"Mapped", "mapped"},		 {"VmallocTotal", "vmallocTotal"},
 		{"VmallocUsed", "vmallocUsed"},	 {"VmallocChunk", "vmallocChunk"},
 		{"HugePages_Total", "hugePagesTotal"}, {"HugePages_Free", "hugePagesFree"},
-		{"Hugepagesize", "hugePageSize"}};
-	json m = json::object();
+		{"Hugepagesize", "hugePageSize"}, {"HighTotal", "highTotal"},
+		{"HighFree", "highFree"},	 {"LowTotal", "lowTotal"},
+		{"LowFree", "lowFree"}};
+	// The reference's keys are all there, 0 when Linux has no such field:
+	// wired and laundry are BSD's, High/Low only on 32-bit kernels.
+	json m = {{"wired", 0}, {"laundry", 0}, {"highTotal", 0},
+		  {"highFree", 0}, {"lowTotal", 0}, {"lowFree", 0}};
 	std::ifstream in("/proc/meminfo");
 	std::string key, unit;
 	std::uint64_t value = 0;
@@ -358,7 +357,7 @@ json disks_json(const DiskFilter &filter)
 		for (const auto &p : d.partitions)
 			holds_store = holds_store || filter.store_devices.count(p);
 		if (holds_store || (!filter.include_virtual && is_virtual(d)) ||
-		    (!filter.include_swap && uses_swap(d)))
+		    (!filter.include_swap && is_swap(d)))
 			continue;
 		list.push_back(disk_json(d, filter.tracked_id ? filter.tracked_id(d) : ""));
 	}

@@ -15,7 +15,7 @@ namespace snapmgr::agent {
 
 struct DiskFilter {
 	bool include_virtual = false; // loop, dm, md, zram: /sys/devices/virtual/block
-	bool include_swap = false;    // a disk used as swap, or with a swap partition
+	bool include_swap = false;    // a whole disk used as swap (never one with a swap partition)
 	// Kernel names of the devices under the store locations' filesystems
 	// (with what they stack on): never listed.
 	std::set<std::string> store_devices;

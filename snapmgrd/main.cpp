@@ -41,6 +41,7 @@ int serve(const std::string &config_path)
 						 config.ca_certificate.string()));
 	const unsigned threads = config.threads;
 	server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+	server.set_write_timeout(time_t(config.write_timeout), 0);
 
 	Agent agent(config);
 	agent.start();

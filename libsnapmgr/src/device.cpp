@@ -91,6 +91,9 @@ void probe_contents(BlockDevice &d)
 	blkid_probe_set_superblocks_flags(probe.get(), BLKID_SUBLKS_TYPE | BLKID_SUBLKS_UUID |
 							       BLKID_SUBLKS_LABEL);
 	blkid_probe_enable_partitions(probe.get(), 1);
+	// PART_ENTRY_* (a partition's own entry in its disk's table) only
+	// with this flag.
+	blkid_probe_set_partitions_flags(probe.get(), BLKID_PARTS_ENTRY_DETAILS);
 	if (blkid_do_safeprobe(probe.get()) != 0)
 		return;
 	const char *value = nullptr;
@@ -102,6 +105,8 @@ void probe_contents(BlockDevice &d)
 		d.fs_label = value;
 	if (blkid_probe_lookup_value(probe.get(), "PART_ENTRY_UUID", &value, nullptr) == 0)
 		d.part_uuid = value;
+	if (blkid_probe_lookup_value(probe.get(), "PART_ENTRY_TYPE", &value, nullptr) == 0)
+		d.part_type = value;
 	if (blkid_probe_lookup_value(probe.get(), "PTTYPE", &value, nullptr) == 0)
 		d.part_table_type = value;
 	if (blkid_probe_lookup_value(probe.get(), "PTUUID", &value, nullptr) == 0)

@@ -57,8 +57,10 @@ EOF
 
 echo "== a bad configuration is refused, naming what is wrong"
 refused() { # WHAT EXPECTED-TEXT
-	local out
-	if out=$("$SNAPMGRD" -c "$work/agent.conf" 2>&1); then fail "$1: the agent started"; fi
+	local out rc=0
+	# An agent that accepts the file serves until stopped: 124 after 10 s.
+	out=$(timeout 10 "$SNAPMGRD" -c "$work/agent.conf" 2>&1) || rc=$?
+	[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "$1: the agent started"
 	grep -q "$2" <<< "$out" || fail "$1: '$out' does not say '$2'"
 	echo "ok: $1: $out"
 }
@@ -76,9 +78,16 @@ refused "a mapping outside the locations" "not one of"
 config ''
 sed -i 's/^port = .*/port = 70000/' "$work/agent.conf"
 refused "a port out of range" "not a TCP port"
+config ''
+sed -i 's/^port = .*/&\nwrite_timeout = 0/' "$work/agent.conf"
+refused "a write timeout of 0 s" "write_timeout = 0 is not 1 to 86400"
+config ''
+sed -i 's/^port = .*/&\nwrite_timeout = -5/' "$work/agent.conf"
+refused "a negative write timeout" "write_timeout = -5 is not 1 to 86400"
 
 echo "== the agent serves over mutual TLS only"
 config ''
+sed -i 's/^port = .*/&\nwrite_timeout = 300/' "$work/agent.conf"
 "$SNAPMGRD" -c "$work/agent.conf" > "$work/agent.log" 2>&1 &
 agent=$!
 for _ in $(seq 50); do
@@ -106,7 +115,7 @@ echo "ok: no certificate, a foreign one and plain HTTP are refused"
 call() {
 	local got
 	got=$("${CURL[@]}" -o "$work/body" -w '%{http_code}' -X "$2" \
-		${4:+-H 'Content-Type: application/json' --data "$4"} "$URL$3")
+		${4+-H 'Content-Type: application/json' --data "$4"} "$URL$3")
 	[ "$got" = "$1" ] || fail "$2 $3 ${4:-}: status $got, expected $1: $(cat "$work/body")"
 	if [ "$1" -ge 400 ]; then
 		python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["error"] and d["details"], d' \
@@ -141,6 +150,9 @@ s = json.load(open(sys.argv[1]))
 assert s["hostname"] == sys.argv[2], s["hostname"]
 assert s["cpus"]["logical_cores"] == int(sys.argv[3]), s["cpus"]["logical_cores"]
 assert s["memory"]["total"] > 0 and 0 <= s["memory"]["usedPercent"] <= 100
+# The reference's keys, there even when Linux has no such field.
+for key in ("wired", "laundry", "highTotal", "highFree", "lowTotal", "lowFree"):
+    assert isinstance(s["memory"].get(key), int), (key, s["memory"])
 assert s["os_info"]["platform"] == "linux" and s["os_info"]["os_name"]
 assert s["firmware_type"] in ("efi", "bios")
 assert all(n["nic_name"] != "lo" for n in s["network_interfaces"])
@@ -152,20 +164,31 @@ call 200 GET /snapstoremappings/
 [ "$(json '.__len__()')" = 0 ] || fail "mappings on a host with nothing tracked"
 call 200 GET /snapshots/
 [ "$(json '.__len__()')" = 0 ] || fail "snapshots on a host with nothing taken"
+call 200 GET /snapstores/
+[ "$(json '.__len__()')" = 0 ] || fail "snap stores on a host with nothing mapped"
+call 200 GET /snapstores
 
 echo "== bad input"
 call 404 GET /nothing/
 call 400 GET /snapshots/12a/
 call 400 GET /snapshots/123456789012345678901/
 call 404 GET /snapshots/42/
-call 404 DELETE /snapshots/42/
+# The reference's answer to an id it does not know: a client's retry or
+# cleanup must not fail.
+call 200 DELETE /snapshots/42/
+call 200 DELETE /snapshots/42
+call 400 DELETE /snapshots/4x2/
 call 404 GET /snapshots/42/changes/sda/
 call 404 GET /snapshots/42/consume/sda/
 call 404 GET "/snapshots/42/consume/..%2F..%2Fetc%2Fshadow/"
 call 404 GET /disks/nosuchdisk/
 call 400 GET "/disks/.hidden/"
 call 400 POST /snapshots/ '{"tracked_disk_ids": "sda"}'
-call 400 POST /snapshots/ '{"tracked_disk_ids": []}'
+# No list (the client's "every disk"), when no disk is tracked.
+call 409 POST /snapshots/ '{"tracked_disk_ids": []}'
+call 409 POST /snapshots/ '{}'
+call 409 POST /snapshots/ ''
+call 400 POST /snapshots/ '[]'
 call 400 POST /snapshots/ '{"tracked_disk_ids": ["a;b"]}'
 call 400 POST /snapshots/ '{"tracked'
 call 404 POST /snapshots/ '{"tracked_disk_ids": ["nosuchdisk"]}'

@@ -30,6 +30,7 @@ struct BlockDevice {
 	std::string fs_uuid;
 	std::string fs_label;
 	std::string part_uuid;
+	std::string part_type; // a partition's: GPT type GUID, or "0x83" on a dos table
 	std::string part_table_type; // a whole disk's: "gpt", "dos"; empty when none
 	std::string part_table_uuid;
 	std::uint64_t start_sector = 0; // a partition's first sector on its disk

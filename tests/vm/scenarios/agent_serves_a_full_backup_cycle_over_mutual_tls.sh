@@ -208,14 +208,15 @@ log "bad input"
 call 400 GET /snapshots/abc/
 call 404 GET "/snapshots/1%2F..%2F1/"
 call 404 GET /snapshots/12345/
-call 404 DELETE /snapshots/12345/
+call 200 DELETE /snapshots/12345/ # as the reference: nothing to delete
 call 404 GET "/snapshots/$snap1/changes/${store_disk#/dev/}/"
 call 404 GET "/snapshots/$snap1/changes/nosuchdisk/"
 call 400 GET "/snapshots/$snap1/changes/$a/?previousGenerationID=nonsense&previousNumber=1"
 call 400 GET "/snapshots/$snap1/changes/$a/?previousNumber=x"
 call 404 GET "/snapshots/$snap1/consume/..%2F..%2Fetc%2Fshadow/"
 call 404 GET /nothing/
-call 400 POST /snapshots/ '{"tracked_disk_ids": []}'
+# No list: every tracked disk, and both hold a snapshot already.
+call 409 POST /snapshots/ '{"tracked_disk_ids": []}'
 call 400 POST /snapshots/ "{\"tracked_disk_ids\": [\"$a\", \"$a\"]}"
 call 400 POST /snapshots/ 'not json'
 call 404 POST /snapshots/ '{"tracked_disk_ids": ["nosuchdisk"]}'
@@ -229,6 +230,7 @@ expect_eq "$(json_get '[0]["snapshot_id"]' < /tmp/body)" "$snap1" "snapshot list
 cmp /tmp/range <(head -c 1048576 /tmp/full-b.img) || fail "first MiB of $b after a restart"
 call 200 DELETE "/snapshots/$snap1/"
 call 404 GET "/snapshots/$snap1/"
+call 200 DELETE "/snapshots/$snap1/" # again: a client's retry
 
 log "incremental: changes since the first snapshot rebuild the second image"
 dd if=/dev/urandom of=/mnt/a/after bs=1M count=3 status=none
