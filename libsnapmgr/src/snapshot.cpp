@@ -29,6 +29,14 @@ struct Member {
 	bool imaged = false;
 };
 
+UsageError held_snapshot(const std::string &name, const CowfileStatus &s)
+{
+	return UsageError(name, EBUSY,
+			  fmt::format("volume {} holds a snapshot (epoch {}, {}); release it first "
+				      "(snapmgr release {})",
+				      name, s.snap_epoch, to_string(s.snap_state), name));
+}
+
 Member check_can_snapshot(const std::string &name)
 {
 	auto table = attached_table(name);
@@ -43,10 +51,7 @@ Member check_can_snapshot(const std::string &name)
 					     "generation with snapmgr reset {} (the next backup is full)",
 					     name, name));
 	if (s.snap_state != SnapState::none)
-		throw UsageError(name, EBUSY,
-				 fmt::format("volume {} holds a snapshot (epoch {}, {}); release it "
-					     "first (snapmgr release {})",
-					     name, s.snap_epoch, to_string(s.snap_state), name));
+		throw held_snapshot(name, s);
 	if (dm_exists(image_name(name)))
 		throw UsageError(name, EEXIST,
 				 fmt::format("{} exists already; remove it first",
@@ -159,6 +164,12 @@ void reset(const std::string &name, const Logger &log)
 	if (!attached_table(name))
 		throw UsageError(name, ENODEV,
 				 fmt::format("{} is not an attached cowfile volume (snapmgr list)", name));
+	// A new generation under a held snapshot would leave its image and
+	// changes without a generation: refused before anything is suspended
+	// (and the filesystem frozen for nothing).
+	const CowfileStatus k = kernel_status(name);
+	if (k.snap_state != SnapState::none)
+		throw held_snapshot(name, k);
 	say(log, fmt::format("suspending {} to start a new generation", name));
 	dm::suspend(name);
 	try {
