@@ -50,6 +50,8 @@ AgentConfig parse(const toml::value &root)
 	c.bind = value_or<std::string>(api, "bind", c.bind);
 	c.port = toml::find<unsigned>(api, "port");
 	c.threads = value_or<unsigned>(api, "threads", c.threads);
+	c.request_timeout = value_or<unsigned>(api, "request_timeout", c.request_timeout);
+	c.connections_per_client = value_or<unsigned>(api, "connections_per_client", c.connections_per_client);
 	const auto &tls = toml::find(api, "tls");
 	c.certificate = toml::find<std::string>(tls, "certificate");
 	c.key = toml::find<std::string>(tls, "key");
@@ -74,6 +76,10 @@ void check(const AgentConfig &c)
 		throw UsageError("port", EINVAL, fmt::format("[api] port = {} is not a TCP port", c.port));
 	if (c.threads < 2)
 		throw UsageError("threads", EINVAL, "[api] threads must be at least 2");
+	if (c.request_timeout < 1 || c.request_timeout > 3600)
+		throw UsageError("request_timeout", EINVAL, "[api] request_timeout must be 1 to 3600 seconds");
+	if (c.connections_per_client < 1)
+		throw UsageError("connections_per_client", EINVAL, "[api] connections_per_client must be at least 1");
 	if (c.locations.empty())
 		throw UsageError("snapstore_destinations", EINVAL,
 				 "snapstore_destinations names no store location");

@@ -19,6 +19,10 @@ struct AgentConfig {
 	std::string bind = "0.0.0.0";
 	unsigned port = 0;
 	unsigned threads = 32; // requests served at once (downloads included)
+	// Seconds from a connection's start, or its previous answer, to its
+	// request read whole (TLS handshake, header and body).
+	unsigned request_timeout = 10;
+	unsigned connections_per_client = 8; // open at once, per IPv4 address or IPv6 /64
 	std::filesystem::path certificate, key, ca_certificate;
 	std::vector<std::filesystem::path> locations; // snapstore_destinations
 	std::vector<StoreMapping> mappings;           // applied at start

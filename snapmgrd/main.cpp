@@ -1,9 +1,12 @@
 // snapmgrd: the remote snapshot agent (snapmgrd(8)). Serves the API over
 // HTTPS to clients holding a certificate of the configured CA, and grows
 // mapped volumes' stores while their snapshots fill them.
+#include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -13,8 +16,10 @@
 #include "agent_config.hpp"
 #include "api.hpp"
 #include "certs.hpp"
+#include "connection_guard.hpp"
 #include "snapmgr/error.hpp"
 #include "snapmgr/version.hpp"
+#include "tls_policy.hpp"
 
 namespace {
 
@@ -39,23 +44,42 @@ int serve(const std::string &config_path)
 				     fmt::format("cannot use the TLS files {}, {} and {}",
 						 config.certificate.string(), config.key.string(),
 						 config.ca_certificate.string()));
+	apply_tls_policy(server.ssl_context());
 	const unsigned threads = config.threads;
 	server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+	ConnectionLimits limits;
+	limits.request_timeout = std::chrono::seconds(config.request_timeout);
+	limits.connections_per_client = config.connections_per_client;
+	ConnectionGuard guard(limits);
+	guard.attach(server.ssl_context());
+	guard.install(server);
 
 	Agent agent(config);
 	agent.start();
 	agent.install(server);
 
-	std::thread([&server, stop_signals] {
+	std::atomic<bool> stopping = false;
+	std::thread([&server, &stopping, stop_signals] {
 		int signal = 0;
 		sigwait(&stop_signals, &signal);
+		stopping = true;
 		server.stop();
 	}).detach();
 	if (!server.bind_to_port(config.bind.c_str(), int(config.port)))
 		throw snapmgr::Error(config.bind, 0,
 				     fmt::format("cannot listen on {} port {}", config.bind, config.port));
 	fmt::print(stderr, "snapmgrd: listening on {} port {}\n", config.bind, config.port);
-	server.listen_after_bind();
+	// httplib gives up listening on an accept() error it does not retry
+	// (ENFILE, ENOMEM, ENOBUFS, a socket shut down under it): exit non-zero
+	// so that systemd's Restart=on-failure starts the agent again.
+	const bool listened = server.listen_after_bind();
+	const int accept_error = errno;
+	if (!listened && !stopping) {
+		fmt::print(stderr, "snapmgrd: stopped listening on {} port {}: {}\n", config.bind, config.port,
+			   std::strerror(accept_error));
+		std::fflush(stderr);
+		std::_Exit(1);
+	}
 	// The store growth watchers are detached threads that use the agent;
 	// nothing is left to write (records are synced when made), so leave
 	// without running destructors under them.
