@@ -129,6 +129,9 @@ bool ConnectionGuard::admit(const httplib::Request &req, httplib::Response &res)
 	// A refused request's body is never read: the connection ends after
 	// the answer rather than read that body as the next request.
 	c->refused = c->refused || too_many || too_long;
+	// (httplib still waits its keep-alive time, 5 s, for a next request:
+	// shutting the socket's reading down sooner would make it think the
+	// client gone and not send the answer.)
 	c->budget = std::ptrdiff_t(limits_.body_bytes + framing_bytes);
 	return !c->refused;
 }

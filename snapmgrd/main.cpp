@@ -1,6 +1,8 @@
 // snapmgrd: the remote snapshot agent (snapmgrd(8)). Serves the API over
 // HTTPS to clients holding a certificate of the configured CA, and grows
 // mapped volumes' stores while their snapshots fill them.
+#include <sys/socket.h>
+
 #include <atomic>
 #include <cerrno>
 #include <csignal>
@@ -45,6 +47,13 @@ int serve(const std::string &config_path)
 						 config.certificate.string(), config.key.string(),
 						 config.ca_certificate.string()));
 	apply_tls_policy(server.ssl_context());
+	// httplib's default sets SO_REUSEPORT, with which a second agent binds
+	// the same port and silently takes half the connections. SO_REUSEADDR
+	// alone lets a restarted agent bind at once and refuses a second one.
+	server.set_socket_options([](socket_t sock) {
+		const int on = 1;
+		::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	});
 	const unsigned threads = config.threads;
 	server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
 	ConnectionLimits limits;
@@ -108,6 +117,9 @@ int main(int argc, char **argv)
 	make_certs->add_option("--client-name", certs.client_name, "The client certificate's common name")
 		->capture_default_str();
 	make_certs->add_option("--days", certs.days, "Validity")->capture_default_str();
+	make_certs->add_option("--ca-key", certs.ca_key,
+			       "Also write the CA's key to this file (on a medium to take off this host); "
+			       "without it the key is dropped once the certificates are signed");
 	make_certs->add_flag("--force", certs.overwrite, "Replace certificates that exist");
 
 	CLI11_PARSE(app, argc, argv);
@@ -115,6 +127,18 @@ int main(int argc, char **argv)
 		if (*make_certs) {
 			for (const auto &f : make_certificates(certs))
 				fmt::print("{}\n", f.string());
+			if (certs.ca_key.empty())
+				fmt::print(stderr,
+					   "snapmgrd: NOTE: the CA's key was NOT written anywhere: it signed these "
+					   "certificates and is gone, so no one on this host can make more client "
+					   "certificates the agent trusts. To sign more clients later, run make-certs "
+					   "again with --ca-key PATH on a medium you then take off this host.\n");
+			else
+				fmt::print(stderr,
+					   "snapmgrd: WARNING: the CA's key is in {}: whoever reads it can make client "
+					   "certificates this agent trusts (full control of its disks). Move it off "
+					   "this host now.\n",
+					   certs.ca_key.string());
 			return 0;
 		}
 		return serve(config_path);
