@@ -109,7 +109,7 @@ CURL=(curl -sS --cacert "$tls/ca.crt" --cert "$tls/client.crt" --key "$tls/clien
 [ "$("${CURL[@]}" -o /dev/null -w '%{http_code}' "$URL/snapshots/")" = 200 ] || fail "the agent does not serve"
 
 echo "== A4: a request's time is bounded, and so are one address's connections"
-python3 "$HOSTILE" trickled "$port" "$tls" 8 || fail "trickled connections"
+python3 "$HOSTILE" trickled "$port" "$tls" 9 || fail "trickled connections"
 python3 "$HOSTILE" crowd "$port" "$tls" 8 || fail "100 slow connections"
 kill -0 "$agent" || fail "the agent died"
 
