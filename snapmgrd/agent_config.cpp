@@ -51,7 +51,7 @@ AgentConfig parse(const toml::value &root)
 	c.port = toml::find<unsigned>(api, "port");
 	c.threads = value_or<unsigned>(api, "threads", c.threads);
 	c.request_timeout = value_or<unsigned>(api, "request_timeout", c.request_timeout);
-	c.connections_per_client = value_or<unsigned>(api, "connections_per_client", c.connections_per_client);
+	c.pending_connections_per_client = value_or<unsigned>(api, "pending_connections_per_client", c.pending_connections_per_client);
 	const auto &tls = toml::find(api, "tls");
 	c.certificate = toml::find<std::string>(tls, "certificate");
 	c.key = toml::find<std::string>(tls, "key");
@@ -78,8 +78,8 @@ void check(const AgentConfig &c)
 		throw UsageError("threads", EINVAL, "[api] threads must be at least 2");
 	if (c.request_timeout < 1 || c.request_timeout > 3600)
 		throw UsageError("request_timeout", EINVAL, "[api] request_timeout must be 1 to 3600 seconds");
-	if (c.connections_per_client < 1)
-		throw UsageError("connections_per_client", EINVAL, "[api] connections_per_client must be at least 1");
+	if (c.pending_connections_per_client < 1)
+		throw UsageError("pending_connections_per_client", EINVAL, "[api] pending_connections_per_client must be at least 1");
 	if (c.locations.empty())
 		throw UsageError("snapstore_destinations", EINVAL,
 				 "snapstore_destinations names no store location");

@@ -22,7 +22,9 @@ struct AgentConfig {
 	// Seconds from a connection's start, or its previous answer, to its
 	// request read whole (TLS handshake, header and body).
 	unsigned request_timeout = 10;
-	unsigned connections_per_client = 8; // open at once, per IPv4 address or IPv6 /64
+	// Connections of one client (IPv4 address or IPv6 /64) that have not
+	// sent their first request whole yet: in the TLS handshake or header.
+	unsigned pending_connections_per_client = 8;
 	std::filesystem::path certificate, key, ca_certificate;
 	std::vector<std::filesystem::path> locations; // snapstore_destinations
 	std::vector<StoreMapping> mappings;           // applied at start

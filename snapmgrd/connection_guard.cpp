@@ -20,7 +20,7 @@ using Clock = std::chrono::steady_clock;
 // run there), so it needs no lock.
 struct ConnectionGuard::Connection {
 	ConnectionGuard *guard = nullptr;
-	std::string client;     // empty when the connection was not counted
+	std::string client;     // while it counts as pending against its client
 	bool refused = false;   // its client had its fill, or its request was refused
 	bool answering = false; // an answer is on its way: the next read starts a request
 	Clock::time_point deadline;
@@ -126,6 +126,10 @@ bool ConnectionGuard::admit(const httplib::Request &req, httplib::Response &res)
 				   limits_.body_bytes));
 	if (!c)
 		return !too_many && !too_long;
+	if (!c->client.empty()) { // no longer pending: its handshake and head are done
+		close(c->client);
+		c->client.clear();
+	}
 	// A refused request's body is never read: the connection ends after
 	// the answer rather than read that body as the next request.
 	c->refused = c->refused || too_many || too_long;
@@ -140,7 +144,7 @@ bool ConnectionGuard::open(const std::string &client)
 {
 	std::lock_guard<std::mutex> lock(lock_);
 	unsigned &n = per_client_[client];
-	if (n >= limits_.connections_per_client) {
+	if (n >= limits_.pending_connections_per_client) {
 		if (n == 0)
 			per_client_.erase(client);
 		return false;

@@ -2,7 +2,10 @@
 
 // Limits on what a connection may cost the agent before a request reaches
 // a handler: a deadline and a byte budget for the TLS handshake and each
-// request, and a cap on connections per client address.
+// request, and a cap on the connections of one client address that have not
+// sent a request yet (where a slow client holds a worker without a
+// certificate; a client's downloads, each on its own connection, do not
+// count).
 //
 // Why here and not in httplib: cpp-httplib 0.11 (Debian 12, a compiled
 // library) runs the handshake and reads the request head in one of the
@@ -29,7 +32,9 @@ struct ConnectionLimits {
 	// From a connection's start (or its previous answer) to its request
 	// read whole: the handshake, request line, header and body.
 	std::chrono::seconds request_timeout{10};
-	unsigned connections_per_client = 8; // IPv4 address, or IPv6 /64
+	// Connections of a client (IPv4 address, or IPv6 /64) from their start
+	// to their first request's head read whole.
+	unsigned pending_connections_per_client = 8;
 	std::size_t head_bytes = 64 * 1024; // handshake and request head, as TLS records
 	std::size_t body_bytes = 1024 * 1024; // a request body (Content-Length or chunked)
 	std::size_t headers = 64;             // header fields in a request
@@ -56,9 +61,10 @@ private:
 	// is too large; otherwise lets its body in.
 	bool admit(const httplib::Request &req, httplib::Response &res);
 	void answered(const httplib::Request &req);
-	// Counts a connection of its client; false when the client has its
-	// fill (the connection is then refused).
+	// Counts a new connection of its client; false when the client has
+	// its fill of pending connections (this one is then refused).
 	bool open(const std::string &client);
+	// A counted connection sent its first request, or ended.
 	void close(const std::string &client);
 
 	static void on_info(const SSL *ssl, int where, int ret);

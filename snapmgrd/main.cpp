@@ -58,7 +58,7 @@ int serve(const std::string &config_path)
 	server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
 	ConnectionLimits limits;
 	limits.request_timeout = std::chrono::seconds(config.request_timeout);
-	limits.connections_per_client = config.connections_per_client;
+	limits.pending_connections_per_client = config.pending_connections_per_client;
 	ConnectionGuard guard(limits);
 	guard.attach(server.ssl_context());
 	guard.install(server);

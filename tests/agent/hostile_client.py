@@ -11,7 +11,9 @@ agent did not hold its limit.
                                   trickling a handshake, 6 a header after
                                   a real one): a client from 127.0.0.2 is
                                   answered within 2 s, and at most KEPT of
-                                  the 100 are still open then
+                                  the 100 are still open then; a client
+                                  with KEPT + 4 answered connections open
+                                  may open one more
   big PORT TLS_DIR PID            oversized requests are refused (413, 431)
                                   or cut, and the agent's VmHWM stays put
   ranges PORT TLS_DIR             an 8 KiB Range header is answered
@@ -165,6 +167,7 @@ def crowd(port, tls, kept):
             status = f"no answer ({e})"
         took = time.monotonic() - started
         open_now = sum(not closed(s.sock) for s in slow)
+        busy_status = busy_client(port, tls, "127.0.0.3")
     finally:
         stop.set()
         trickler.join()
@@ -175,6 +178,29 @@ def crowd(port, tls, kept):
         fail(f"with 100 slow connections open a client got {status} after {took:.1f} s")
     if open_now > kept:
         fail(f"{open_now} slow connections from one address still open, more than {kept}")
+    print(f"a client with {kept + 4} connections open, each past its first request, opened one more: {busy_status}")
+    if busy_status != 200:
+        fail(f"a client with {kept + 4} answered connections open was refused one more: {busy_status}")
+
+
+def busy_client(port, tls, source, connections=12):
+    """Opens connections that each get an answer and stay open (as a
+    client's downloads do), then asks once more; the status of that."""
+    held = []
+    try:
+        for _ in range(connections):
+            s = tls_connect(port, tls, source)
+            held.append(s)
+            s.sendall(b"GET /api/v1/snapshots/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"\r\n\r\n[]\n"):
+                answer += s.recv(4096)
+        return request(port, tls, "/api/v1/snapshots/", source=source)[0]
+    except (ConnectionError, ssl.SSLError, OSError) as e:
+        return f"no answer ({e})"
+    finally:
+        for s in held:
+            s.close()
 
 
 def high_water(pid):

@@ -87,7 +87,7 @@ state_dir = "$work/state"
 bind = "127.0.0.1"
 port = $port
 request_timeout = 3
-connections_per_client = 8
+pending_connections_per_client = 8
 
 [api.tls]
 certificate = "$tls/server.crt"
