@@ -24,7 +24,7 @@ struct AgentConfig {
 	unsigned request_timeout = 10;
 	// Connections of one client (IPv4 address or IPv6 /64) that have not
 	// sent their first request whole yet: in the TLS handshake or header.
-	unsigned pending_connections_per_client = 8;
+	unsigned pending_connections_per_client = 16;
 	std::filesystem::path certificate, key, ca_certificate;
 	std::vector<std::filesystem::path> locations; // snapstore_destinations
 	std::vector<StoreMapping> mappings;           // applied at start

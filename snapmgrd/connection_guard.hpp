@@ -34,7 +34,7 @@ struct ConnectionLimits {
 	std::chrono::seconds request_timeout{10};
 	// Connections of a client (IPv4 address, or IPv6 /64) from their start
 	// to their first request's head read whole.
-	unsigned pending_connections_per_client = 8;
+	unsigned pending_connections_per_client = 16;
 	std::size_t head_bytes = 64 * 1024; // handshake and request head, as TLS records
 	std::size_t body_bytes = 1024 * 1024; // a request body (Content-Length or chunked)
 	std::size_t headers = 64;             // header fields in a request
