@@ -36,6 +36,17 @@ template <typename T> T value_or(const toml::value &table, const std::string &ke
 	return table.contains(key) ? toml::find<T>(table, key) : fallback;
 }
 
+// A whole number from 1 to most; read signed, as toml11 would turn -1
+// into a huge unsigned.
+unsigned count_value(const toml::value &table, const std::string &key, unsigned fallback,
+		     unsigned most)
+{
+	const auto v = value_or<std::int64_t>(table, key, fallback);
+	if (v < 1 || v > std::int64_t(most))
+		throw UsageError(key, EINVAL, fmt::format("[api] {} = {} is not 1 to {}", key, v, most));
+	return unsigned(v);
+}
+
 bool is_ip_address(const std::string &text)
 {
 	unsigned char buf[16];
@@ -50,12 +61,10 @@ AgentConfig parse(const toml::value &root)
 	c.bind = value_or<std::string>(api, "bind", c.bind);
 	c.port = toml::find<unsigned>(api, "port");
 	c.threads = value_or<unsigned>(api, "threads", c.threads);
-	// Read signed: toml11 would turn -1 into a huge unsigned.
-	const auto write_timeout = value_or<std::int64_t>(api, "write_timeout", c.write_timeout);
-	if (write_timeout < 1 || write_timeout > 86400)
-		throw UsageError("write_timeout", EINVAL,
-				 fmt::format("[api] write_timeout = {} is not 1 to 86400 (seconds)", write_timeout));
-	c.write_timeout = unsigned(write_timeout);
+	c.write_timeout = count_value(api, "write_timeout", c.write_timeout, 86400);
+	c.request_timeout = count_value(api, "request_timeout", c.request_timeout, 3600);
+	c.pending_connections_per_client =
+		count_value(api, "pending_connections_per_client", c.pending_connections_per_client, 65536);
 	const auto &tls = toml::find(api, "tls");
 	c.certificate = toml::find<std::string>(tls, "certificate");
 	c.key = toml::find<std::string>(tls, "key");
@@ -80,6 +89,10 @@ void check(const AgentConfig &c)
 		throw UsageError("port", EINVAL, fmt::format("[api] port = {} is not a TCP port", c.port));
 	if (c.threads < 2)
 		throw UsageError("threads", EINVAL, "[api] threads must be at least 2");
+	if (c.request_timeout < 1 || c.request_timeout > 3600)
+		throw UsageError("request_timeout", EINVAL, "[api] request_timeout must be 1 to 3600 seconds");
+	if (c.pending_connections_per_client < 1)
+		throw UsageError("pending_connections_per_client", EINVAL, "[api] pending_connections_per_client must be at least 1");
 	if (c.locations.empty())
 		throw UsageError("snapstore_destinations", EINVAL,
 				 "snapstore_destinations names no store location");

@@ -24,6 +24,12 @@ struct AgentConfig {
 	// pauses, and the reference never cuts it. Also how long a DELETE
 	// waits for downloads of its snapshot to end.
 	unsigned write_timeout = 300;
+	// Seconds from a connection's start, or its previous answer, to its
+	// request read whole (TLS handshake, header and body).
+	unsigned request_timeout = 10;
+	// Connections of one client (IPv4 address or IPv6 /64) that have not
+	// sent their first request whole yet: in the TLS handshake or header.
+	unsigned pending_connections_per_client = 16;
 	std::filesystem::path certificate, key, ca_certificate;
 	std::vector<std::filesystem::path> locations; // snapstore_destinations
 	std::vector<StoreMapping> mappings;           // applied at start

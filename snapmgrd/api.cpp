@@ -71,7 +71,23 @@ void send_error(const Request &req, Response &res, int status, const std::string
 
 void send_json(Response &res, const json &body) { res.set_content(text_of(body), "application/json"); }
 
-void log_line(const std::string &text) { fmt::print(stderr, "snapmgrd: {}\n", text); }
+// Log lines carry request text (paths, ids): control bytes and backslashes
+// are escaped (\x0a, \\) so that a request can neither forge a line nor
+// send terminal escapes to whoever reads the log.
+void log_line(const std::string &text)
+{
+	std::string line;
+	for (const char c : text) {
+		const auto byte = static_cast<unsigned char>(c);
+		if (byte < 0x20 || byte == 0x7f)
+			line += fmt::format("\\x{:02x}", byte);
+		else if (c == '\\')
+			line += "\\\\";
+		else
+			line += c;
+	}
+	fmt::print(stderr, "snapmgrd: {}\n", line);
+}
 
 // Runs a handler, turning what it throws into the error response: our
 // refusals keep their status, the library's "cannot do that now"

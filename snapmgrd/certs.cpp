@@ -7,12 +7,16 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstring>
 #include <memory>
 
 #include <fmt/core.h>
 
-#include "snapmgr/config.hpp"
 #include "snapmgr/error.hpp"
 
 namespace snapmgr::agent {
@@ -97,18 +101,49 @@ template <typename Write> std::string pem(Write write)
 	return std::string(data, std::size_t(n));
 }
 
+// Writes text to path as a new file: the temporary file is created with
+// O_EXCL|O_NOFOLLOW (a stale one, or a symlink planted there, is removed
+// first, never followed) and renamed over path, which replaces a symlink
+// at path instead of writing through it.
+void write_new_file(const fs::path &path, const std::string &text, mode_t mode)
+{
+	const fs::path temp = path.string() + ".tmp";
+	if (::unlink(temp.c_str()) < 0 && errno != ENOENT)
+		throw Error(temp, errno, fmt::format("cannot remove {}: {}", temp.string(), std::strerror(errno)));
+	const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+		throw Error(temp, errno, fmt::format("cannot create {}: {}", temp.string(), std::strerror(errno)));
+	const bool written = ::fchmod(fd, mode) == 0 && ::write(fd, text.data(), text.size()) == ssize_t(text.size()) &&
+			     ::fsync(fd) == 0;
+	const int error = errno;
+	::close(fd);
+	if (!written || ::rename(temp.c_str(), path.c_str()) < 0) {
+		const int e = written ? errno : error;
+		::unlink(temp.c_str());
+		throw Error(path, e, fmt::format("cannot write {}: {}", path.string(), std::strerror(e)));
+	}
+}
+
 void write_key(const fs::path &path, EVP_PKEY *key)
 {
-	write_file_durably(path, pem([key](BIO *b) {
-				   return PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0,
-								   nullptr, nullptr);
-			   }),
-			   0600);
+	write_new_file(path, pem([key](BIO *b) {
+			       return PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr);
+		       }),
+		       0600);
 }
 
 void write_cert(const fs::path &path, X509 *cert)
 {
-	write_file_durably(path, pem([cert](BIO *b) { return PEM_write_bio_X509(b, cert); }), 0644);
+	write_new_file(path, pem([cert](BIO *b) { return PEM_write_bio_X509(b, cert); }), 0644);
+}
+
+void sync_directory(const fs::path &dir)
+{
+	const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		::fsync(fd);
+		::close(fd);
+	}
 }
 
 std::string subject_alt_names(const CertificateRequest &r)
@@ -128,12 +163,13 @@ std::vector<fs::path> make_certificates(const CertificateRequest &r)
 	if (r.dns_names.empty() && r.addresses.empty())
 		throw UsageError("--host", EINVAL,
 				 "name at least one host name or address the server is reached by");
-	const std::vector<fs::path> files = {r.dir / "ca.crt",     r.dir / "ca.key",
-					     r.dir / "server.crt", r.dir / "server.key",
-					     r.dir / "client.crt", r.dir / "client.key"};
+	std::vector<fs::path> files = {r.dir / "ca.crt",     r.dir / "server.crt", r.dir / "server.key",
+				       r.dir / "client.crt", r.dir / "client.key"};
+	if (!r.ca_key.empty())
+		files.push_back(r.ca_key);
 	if (!r.overwrite)
 		for (const auto &f : files)
-			if (fs::exists(f))
+			if (fs::symlink_status(f).type() != fs::file_type::not_found)
 				throw UsageError(f, EEXIST,
 						 fmt::format("{} exists; --force replaces it",
 							     f.string()));
@@ -161,12 +197,18 @@ std::vector<fs::path> make_certificates(const CertificateRequest &r)
 	add_extension(client.get(), ca.get(), NID_ext_key_usage, "clientAuth");
 	sign(client.get(), ca_key.get());
 
-	write_key(files[1], ca_key.get());
+	if (!r.ca_key.empty()) {
+		const fs::path ca_dir = fs::absolute(r.ca_key).parent_path();
+		fs::create_directories(ca_dir);
+		write_key(r.ca_key, ca_key.get());
+		sync_directory(ca_dir);
+	}
 	write_cert(files[0], ca.get());
-	write_key(files[3], server_key.get());
-	write_cert(files[2], server.get());
-	write_key(files[5], client_key.get());
-	write_cert(files[4], client.get());
+	write_cert(files[1], server.get());
+	write_key(files[2], server_key.get());
+	write_cert(files[3], client.get());
+	write_key(files[4], client_key.get());
+	sync_directory(r.dir);
 	return files;
 }
 
