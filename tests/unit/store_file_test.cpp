@@ -30,14 +30,14 @@ class StoreFileTest : public ::testing::Test {
 protected:
 	void SetUp() override
 	{
-		// Skipped, not passed (ctest reports "[  SKIPPED ]" as not run):
-		// a store is pinned with the immutable flag, which only root can
-		// set, and needs ext4 or xfs under it (stable extents, FIEMAP).
-		// The README's test command runs as root on ext4; the VM scenarios
-		// cover the same paths on both filesystems whatever the host has.
+		// Failed, never skipped (a skip would let the test command pass
+		// without them): a store is pinned with the immutable flag, which
+		// only root can set, and needs ext4 or xfs under it (stable
+		// extents, FIEMAP). The README's test command runs as root; its
+		// build tree must be on ext4 or xfs.
 		if (geteuid() != 0)
-			GTEST_SKIP() << "needs root for the immutable flag";
-		fs::path base = "/work/tmp-store-tests";
+			GTEST_FAIL() << "cannot run: needs root for the immutable flag";
+		fs::path base = UNIT_SCRATCH_DIR;
 		fs::create_directories(base);
 		std::string pattern = (base / "unit-XXXXXX").string();
 		ASSERT_NE(mkdtemp(pattern.data()), nullptr);
@@ -46,7 +46,7 @@ protected:
 		ASSERT_EQ(statfs(dir_.c_str(), &sfs), 0);
 		if (static_cast<unsigned long>(sfs.f_type) != EXT4_SUPER_MAGIC &&
 		    static_cast<unsigned long>(sfs.f_type) != XFS_SUPER_MAGIC)
-			GTEST_SKIP() << dir_ << " is not on ext4 or xfs";
+			GTEST_FAIL() << "cannot run: " << dir_ << " is not on ext4 or xfs";
 	}
 	void TearDown() override
 	{
@@ -188,7 +188,7 @@ TEST_F(StoreFileTest, RefusesTmpfsNamingIt)
 {
 	struct statfs sfs{};
 	if (statfs("/dev/shm", &sfs) != 0 || static_cast<unsigned long>(sfs.f_type) != TMPFS_MAGIC)
-		GTEST_SKIP() << "no tmpfs at /dev/shm"; // nothing to refuse: reported as skipped
+		GTEST_FAIL() << "cannot run: no tmpfs at /dev/shm to refuse";
 	StoreCreateOptions o = options("unused", 1 << 20);
 	o.path = "/dev/shm/snapmgr-unit-" + std::to_string(getpid()) + ".store";
 	try {
