@@ -9,22 +9,7 @@
 # Usage: api_on_the_host.sh SNAPMGRD
 set -euo pipefail
 SNAPMGRD=$1
-work=$(mktemp -d /tmp/snapmgrd-host.XXXXXX)
-agent=
-cleanup() {
-	[ -z "$agent" ] || kill "$agent" 2> /dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-	echo "FAIL: $*" >&2
-	[ -e "$work/agent.log" ] && tail -n 20 "$work/agent.log" >&2
-	exit 1
-}
-export SNAPMGR_CONFIG_DIR=$work/etc SNAPMGR_RUN_DIR=$work/run
-mkdir -p "$work/location" "$work/state"
-tls=$work/tls
-port=$((20000 + RANDOM % 20000))
+. "$(dirname "$0")/host_agent.sh" host
 
 echo "== make-certs: a CA, and server and client certificates it signed"
 "$SNAPMGRD" make-certs --dir "$tls" --host localhost --ip 127.0.0.1 > /dev/null
@@ -36,24 +21,6 @@ openssl x509 -in "$tls/client.crt" -noout -ext extendedKeyUsage | grep -q 'Clien
 [ "$(stat -c %a "$tls/client.key")" = 600 ] || fail "client key mode $(stat -c %a "$tls/client.key")"
 if "$SNAPMGRD" make-certs --dir "$tls" --host x 2> /dev/null; then fail "make-certs replaced certificates"; fi
 if "$SNAPMGRD" make-certs --dir "$work/none" 2> /dev/null; then fail "make-certs without a name"; fi
-
-config() { # TOP_LINES [TABLES]: extra TOML at the top, and tables at the end
-	cat > "$work/agent.conf" <<EOF
-$1
-snapstore_destinations = ["$work/location"]
-state_dir = "$work/state"
-
-[api]
-bind = "127.0.0.1"
-port = $port
-
-[api.tls]
-certificate = "$tls/server.crt"
-key = "$tls/server.key"
-ca_certificate = "$tls/ca.crt"
-${2:-}
-EOF
-}
 
 echo "== a bad configuration is refused, naming what is wrong"
 refused() { # WHAT EXPECTED-TEXT
@@ -90,13 +57,7 @@ config ''
 sed -i 's/^port = .*/&\nwrite_timeout = 300/' "$work/agent.conf"
 "$SNAPMGRD" -c "$work/agent.conf" > "$work/agent.log" 2>&1 &
 agent=$!
-for _ in $(seq 50); do
-	grep -q "listening on" "$work/agent.log" && break
-	kill -0 "$agent" || fail "the agent did not start"
-	sleep 0.1
-done
-URL=https://localhost:$port/api/v1
-CURL=(curl -sS --cacert "$tls/ca.crt" --cert "$tls/client.crt" --key "$tls/client.key")
+await_agent
 if curl -sS --cacert "$tls/ca.crt" -o /dev/null "$URL/disks/" 2> /dev/null; then
 	fail "served a client without a certificate"
 fi

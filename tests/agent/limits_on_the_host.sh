@@ -17,22 +17,7 @@
 set -euo pipefail
 SNAPMGRD=$1
 HOSTILE=$(dirname "$0")/hostile_client.py
-work=$(mktemp -d /tmp/snapmgrd-limits.XXXXXX)
-agent=
-cleanup() {
-	[ -z "$agent" ] || kill "$agent" 2> /dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-	echo "FAIL: $*" >&2
-	[ -e "$work/agent.log" ] && tail -n 20 "$work/agent.log" >&2
-	exit 1
-}
-export SNAPMGR_CONFIG_DIR=$work/etc SNAPMGR_RUN_DIR=$work/run
-mkdir -p "$work/location" "$work/state"
-tls=$work/tls
-port=$((20000 + RANDOM % 20000))
+. "$(dirname "$0")/host_agent.sh" limits
 
 echo "== make-certs keeps no CA key on this host unless told where"
 "$SNAPMGRD" make-certs --dir "$tls" --host localhost --ip 127.0.0.1 > /dev/null 2> "$work/make-certs.err"
@@ -79,33 +64,14 @@ system_default = permissive
 MinProtocol = TLSv1
 CipherString = ALL:@SECLEVEL=0
 CNF
-cat > "$work/agent.conf" <<CONF
-snapstore_destinations = ["$work/location"]
-state_dir = "$work/state"
-
-[api]
-bind = "127.0.0.1"
-port = $port
-request_timeout = 3
-pending_connections_per_client = 8
-
-[api.tls]
-certificate = "$tls/server.crt"
-key = "$tls/server.key"
-ca_certificate = "$tls/ca.crt"
-CONF
+config '' '' 'request_timeout = 3
+pending_connections_per_client = 8'
 (
 	ulimit -s 1024
 	OPENSSL_CONF=$work/openssl.cnf exec "$SNAPMGRD" -c "$work/agent.conf"
 ) > "$work/agent.log" 2>&1 &
 agent=$!
-for _ in $(seq 50); do
-	grep -q "listening on" "$work/agent.log" && break
-	kill -0 "$agent" || fail "the agent did not start"
-	sleep 0.1
-done
-URL=https://localhost:$port/api/v1
-CURL=(curl -sS --cacert "$tls/ca.crt" --cert "$tls/client.crt" --key "$tls/client.key")
+await_agent
 [ "$("${CURL[@]}" -o /dev/null -w '%{http_code}' "$URL/snapshots/")" = 200 ] || fail "the agent does not serve"
 
 echo "== A4: a request's time is bounded, and so are one address's connections"
