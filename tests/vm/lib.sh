@@ -16,14 +16,27 @@ expect_eq() {
 }
 
 # expect_fail WHAT CMD...: CMD must exit non-zero.
+# expect_fail [-s STATUS] WHAT COMMAND...: COMMAND must fail, with exit
+# status STATUS when given; a death by a signal (a segfault, an abort) or a
+# shell's "not found" is never the refusal the test expects.
 expect_fail() {
-	local what=$1
+	local status="" rc=0 what
+	if [ "$1" = -s ]; then
+		status=$2
+		shift 2
+	fi
+	what=$1
 	shift
-	if "$@" > /tmp/expect_fail.out 2>&1; then
+	"$@" > /tmp/expect_fail.out 2>&1 || rc=$?
+	if [ $rc = 0 ]; then
 		cat /tmp/expect_fail.out
 		fail "$what: '$*' succeeded"
 	fi
-	echo "ok: $what ($(head -c 200 /tmp/expect_fail.out | tr '\n' ' '))"
+	if [ $rc -gt 125 ] || { [ -n "$status" ] && [ "$rc" != "$status" ]; }; then
+		cat /tmp/expect_fail.out
+		fail "$what: '$*' failed with status $rc, not the expected ${status:-refusal}"
+	fi
+	echo "ok: $what (status $rc: $(head -c 200 /tmp/expect_fail.out | tr '\n' ' '))"
 }
 
 # Cleanups run in reverse order at exit, so a failed scenario still removes
