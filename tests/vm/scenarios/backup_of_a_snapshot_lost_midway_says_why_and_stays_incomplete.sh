@@ -17,30 +17,80 @@ fill_random /dev/mapper/data
 mkdir -p /var/backups
 IMG=/var/backups/data.img
 
-# backup_losing_snapshot WHEN: snapmgr backup --progress, stopped (SIGSTOP)
-# at its first progress line (WHEN=midway) or at the one that says all was
-# copied (WHEN=end) while 32 MiB of first writes fill the store, then let
-# go on. Prints its stderr; returns its exit status.
+# The end case needs the moment between the last read and the backup's
+# check of the snapshot: a preloaded fsync() of the image file (the one
+# call in between) waits there for /tmp/go, after creating /tmp/held.
+cat > /tmp/hold_fsync.c <<'EOF'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int fsync(int fd)
+{
+	static int (*real_fsync)(int);
+	const char *image = getenv("HOLD_FSYNC_OF");
+	char link[64], path[4096];
+	ssize_t n;
+
+	if (!real_fsync)
+		real_fsync = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (image && n > 0) {
+		path[n] = 0;
+		if (!strcmp(path, image)) {
+			close(open("/tmp/held", O_CREAT | O_WRONLY, 0600));
+			while (access("/tmp/go", F_OK))
+				usleep(10000);
+		}
+	}
+	return real_fsync(fd);
+}
+EOF
+gcc -shared -fPIC -O2 -o /tmp/hold_fsync.so /tmp/hold_fsync.c -ldl
+
+# backup_losing_snapshot WHEN: snapmgr backup --progress while 32 MiB of
+# first writes fill the store: with the backup stopped (SIGSTOP) at its
+# first progress line (WHEN=midway), or held in the fsync() of the image
+# after every read succeeded (WHEN=end); then it goes on. Prints its
+# stderr; returns its exit status.
 backup_losing_snapshot() {
+	rm -f /tmp/held /tmp/go
 	python3 - "$1" "$SNAPMGR" "$IMG" <<'EOF'
-import os, signal, subprocess, sys
+import os, signal, subprocess, sys, time
 when, snapmgr, image = sys.argv[1:4]
+fill = ["dd", "if=/dev/urandom", "of=/dev/mapper/data", "bs=1M", "count=32",
+        "oflag=direct", "status=none"]
+env = dict(os.environ)
+if when == "end":
+    env.update(LD_PRELOAD="/tmp/hold_fsync.so", HOLD_FSYNC_OF=image)
 p = subprocess.Popen([snapmgr, "backup", "--progress", "data", image],
-                     stderr=subprocess.PIPE, text=True)
-stopped = False
+                     stderr=subprocess.PIPE, text=True, env=env)
+if when == "end":
+    while not os.path.exists("/tmp/held"):
+        if p.poll() is not None:
+            sys.exit("the backup ended before its fsync of the image")
+        time.sleep(0.01)
+    subprocess.run(fill, check=True)
+    open("/tmp/go", "w").close()
+stopped = when == "end"
 for line in p.stderr:
+    if line.startswith("progress") and stopped:
+        continue
     sys.stdout.write(line)
     w = line.split()
     if stopped or w[:1] != ["progress"]:
         continue
-    if when == "midway" or w[1] == w[2]:
-        if when == "midway" and w[1] == w[2]:
-            sys.exit("the copy was done before it could be stopped midway")
-        os.kill(p.pid, signal.SIGSTOP)
-        stopped = True
-        subprocess.run(["dd", "if=/dev/urandom", "of=/dev/mapper/data", "bs=1M",
-                        "count=32", "oflag=direct", "status=none"], check=True)
-        os.kill(p.pid, signal.SIGCONT)
+    if w[1] == w[2]:
+        sys.exit("the copy was done before it could be stopped midway")
+    os.kill(p.pid, signal.SIGSTOP)
+    stopped = True
+    subprocess.run(fill, check=True)
+    os.kill(p.pid, signal.SIGCONT)
 rc = p.wait()
 if not stopped:
     sys.exit("the backup ended before it was stopped")
@@ -51,7 +101,7 @@ EOF
 }
 
 for when in midway end; do
-	log "the store fills while the backup is stopped $when"
+	log "the store fills with the backup held: $when"
 	rm -f "$IMG" "$IMG.snapmgr.json"
 	"$SNAPMGR" snapshot data
 	set +e
