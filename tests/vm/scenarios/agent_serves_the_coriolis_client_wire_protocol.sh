@@ -44,10 +44,8 @@ done
 [ ${#disks[@]} -eq 3 ] || fail "scsi_debug made ${#disks[@]} disks: ${disks[*]}"
 a=${disks[0]} b=${disks[1]} c=${disks[2]}
 declare -A before
-for d in "${disks[@]}"; do
-	fill_random /dev/$d
-	before[$d]=$(dev_sum /dev/$d)
-done
+for d in "${disks[@]}"; do fill_random /dev/$d; done
+for d in "${disks[@]}"; do before[$d]=$(dev_sum /dev/$d); done
 [ "${before[$a]}" != "${before[$b]}" ] || fail "the scsi_debug disks share their RAM"
 
 mount_store_fs 64M
