@@ -123,6 +123,12 @@ def entry_of(snapshot, disk):
     return entries[0]
 
 
+def positions(snapshot):
+    """(disk, generation, number) of each entry, in disk order."""
+    return sorted((v["original_device"]["tracking_id"], v["generation_id"], v["snapshot_number"])
+                  for v in snapshot["volume_snapshots"])
+
+
 def map_disks(agent, args):
     """The client's inventory, then a mapping of each disk to the location."""
     listed = {d["name"]: d for d in agent.list_disks()}
@@ -159,9 +165,6 @@ def snapshot(agent, args):
     wanted = args.disks or [d["id"] for d in agent.list_disks()]
     covered = [v["original_device"]["tracking_id"] for v in taken["volume_snapshots"]]
     check(sorted(covered) == sorted(wanted), f"snapshot of {wanted} covers {covered}")
-    def positions(answer):
-        return sorted((v["original_device"]["tracking_id"], v["generation_id"], v["snapshot_number"])
-                      for v in answer["volume_snapshots"])
     check(positions(agent.get_snapshot(taken["snapshot_id"])) == positions(taken),
           "get_snapshot differs from create_snapshot's answer")
     with open(args.out, "w") as out:
@@ -182,7 +185,7 @@ def records(agent, args):
 
 
 def backup(agent, args):
-    """The changes of DISK since PREVIOUS (none: a full backup), each range
+    """The changes of DISK since the snapshot --since (none: a full backup), each range
     read chunk by chunk into IMAGE at its offset."""
     with open(args.snapshot) as f:
         snap = json.load(f)
