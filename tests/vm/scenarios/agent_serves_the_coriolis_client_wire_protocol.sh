@@ -100,7 +100,7 @@ rc=0
 client snapshot /tmp/snap3.json 2> /tmp/no-list.err || rc=$?
 cat /tmp/no-list.err
 expect_eq "$rc" 3 "exit status of the client's no-list path (3: KeyError 'id')"
-grep -q "listed without an id: $c\$" /tmp/no-list.err || fail "not the untracked $c that lacks an id"
+grep -qF "listed without an id: $c)" /tmp/no-list.err || fail "not the untracked $c that lacks an id"
 expect_eq "$("${AGENT_CURL[@]}" "$AGENT_URL/snapshots/")" "[]" "snapshots after the KeyError"
 
 log "every listed disk tracked ($c detached): create_snapshot() covers $a and $b"
