@@ -5,7 +5,7 @@ set -eu
 
 PACKAGES="
 build-essential cmake pkg-config git
-libdevmapper-dev libblkid-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libtoml11-dev libssl-dev curl openssl python3 iproute2
+libdevmapper-dev libblkid-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libtoml11-dev libssl-dev curl openssl python3 python3-requests iproute2
 libgtest-dev googletest
 linux-image-amd64 linux-headers-amd64 kmod dwarves sparse
 qemu-system-x86 busybox-static cpio zstd debootstrap scdoc groff-base
