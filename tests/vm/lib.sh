@@ -103,6 +103,22 @@ mount_store_fs() {
 	on_exit "! mountpoint -q /mnt/store || umount /mnt/store"
 }
 
+# mount_store_fs_on_dm SIZE MOUNTPOINT: the same on a dm-linear device
+# "storedev" over a new loop device, so that a scenario can swap its table
+# (flakey, error) under a store; sets STORE_LOOP, STORE_SECTORS and
+# STORE_HEALTHY (the linear table).
+mount_store_fs_on_dm() {
+	STORE_LOOP=$(new_loop "$1")
+	STORE_SECTORS=$(dev_sectors "$STORE_LOOP")
+	STORE_HEALTHY="0 $STORE_SECTORS linear $STORE_LOOP 0"
+	dmsetup create storedev --table "$STORE_HEALTHY"
+	on_exit "dmsetup remove storedev"
+	mkfs.ext4 -q -b 4096 /dev/mapper/storedev
+	mkdir -p "$2"
+	mount /dev/mapper/storedev "$2"
+	on_exit "! mountpoint -q $2 || umount $2"
+}
+
 # dm_remove_if_present NAME: remove a dm device unless it is gone already.
 dm_remove_if_present() { ! dmsetup info "$1" > /dev/null 2>&1 || dmsetup remove "$1"; }
 

@@ -30,15 +30,8 @@ problem() {
 
 # The store location on a device-mapper device, so that its writes can be
 # made to fail (flakey) and come back.
-store_loop=$(new_loop 256M)
-store_sectors=$(dev_sectors "$store_loop")
-healthy="0 $store_sectors linear $store_loop 0"
-dmsetup create storedev --table "$healthy"
-on_exit "dmsetup remove storedev"
-mkfs.ext4 -q -b 4096 /dev/mapper/storedev
-mkdir -p /mnt/stores /var/lib/snapmgr-agent
-mount /dev/mapper/storedev /mnt/stores
-on_exit "umount /mnt/stores"
+mount_store_fs_on_dm 256M /mnt/stores
+mkdir -p /var/lib/snapmgr-agent
 # swap_store TABLE: replace the store device's table under the volume
 # (without freezing the location's filesystem: its thaw would write while
 # writes fail).
@@ -264,9 +257,9 @@ snap2=$(json_get '["snapshot_id"]' < /tmp/body)
 gen=$(snap_field "$a" generation_id < /tmp/body)
 num=$(snap_field "$a" snapshot_number < /tmp/body)
 sync
-swap_store "0 $store_sectors flakey $store_loop 0 0 1 1 error_writes"
+swap_store "0 $STORE_SECTORS flakey $STORE_LOOP 0 0 1 1 error_writes"
 dd if=/dev/urandom of=/dev/mapper/$a bs=1M count=2 seek=8 oflag=direct conv=notrunc status=none
-swap_store "$healthy"
+swap_store "$STORE_HEALTHY"
 expect_eq "$(status_field $a 1)" lost "tracking of $a after its store failed writes"
 call 200 DELETE "/snapshots/$snap2/"
 if check_call 200 POST /snapshots/ "{\"tracked_disk_ids\": [\"$a\"]}"; then

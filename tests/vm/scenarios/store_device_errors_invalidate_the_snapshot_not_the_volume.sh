@@ -13,14 +13,7 @@ modprobe dm-flakey
 ORIGIN=$(new_loop 128M)
 fill_random "$ORIGIN"
 size=$(dev_sectors "$ORIGIN")
-store_loop=$(new_loop 64M)
-store_sectors=$(dev_sectors "$store_loop")
-healthy="0 $store_sectors linear $store_loop 0"
-dmsetup create storedev --table "$healthy"
-on_exit "dmsetup remove storedev"
-mkfs.ext4 -q -b 4096 /dev/mapper/storedev
-mkdir -p /mnt/store
-mount /dev/mapper/storedev /mnt/store
+mount_store_fs_on_dm 64M /mnt/store
 new_store /mnt/store/vol.store 16M "$ORIGIN"
 # Unmounted, so the filesystem takes no part in the failure; the pinned
 # store's sectors stay where the superblock says.
@@ -63,7 +56,7 @@ write_at 0 /tmp/a.bin
 expect_eq "$(status_field vol 8)" active "snapshot active while the store works"
 
 log "store device fails every write"
-swap_store "0 $store_sectors flakey $store_loop 0 0 1 1 error_writes"
+swap_store "0 $STORE_SECTORS flakey $STORE_LOOP 0 0 1 1 error_writes"
 events=$(dmsetup info -c --noheadings -o events vol)
 write_at 32 /tmp/b.bin
 blockdev --flushbufs /dev/mapper/vol
@@ -85,7 +78,7 @@ dmesg | grep -q "change tracking lost" || fail "kernel log does not say tracking
 echo "ok: kernel log says tracking was lost"
 
 log "store comes back; removing the volume records the loss"
-swap_store "$healthy"
+swap_store "$STORE_HEALTHY"
 dmsetup remove vol-snap
 dmsetup remove vol
 "$COWFILE_STORE" dump "$STORE_DEV" "$SB_SECTOR" > /tmp/dump.txt
@@ -109,7 +102,7 @@ log "store device fails completely and stays dead"
 dmsetup suspend vol
 dmsetup message vol 0 snapshot
 dmsetup resume vol
-swap_store "0 $store_sectors error"
+swap_store "0 $STORE_SECTORS error"
 write_at 48 /tmp/a.bin
 expect_region 48 /tmp/a.bin "data written while the store is dead"
 expect_eq "$(status_field vol 1) $(status_field vol 8)" "lost invalid" "tracking and snapshot state"
@@ -118,4 +111,4 @@ echo "ok: remove works with a dead store"
 expect_fail "table load over a dead store" create_vol
 dmesg | grep "cowfile: Cannot read the store superblock" || fail "the refusal does not say why"
 dmsetup create vol --table "0 $size linear $ORIGIN 0" # what on_exit removes
-swap_store "$healthy"
+swap_store "$STORE_HEALTHY"
