@@ -258,8 +258,8 @@ std::optional<ImageRecord> read_image_record(const fs::path &image)
 		return r;
 	} catch (const std::exception &e) {
 		throw UsageError(path.string(), EINVAL,
-				 fmt::format("{} is not a snapmgr image record ({}); move it away "
-					     "or back up to a new image",
+				 fmt::format("{} is not a snapmgr image record ({}); back up with "
+					     "--full to overwrite the image, or to a new image",
 					     path.string(), e.what()));
 	}
 }
@@ -274,7 +274,8 @@ BackupResult backup(const std::string &name, const fs::path &image, const Backup
 	std::optional<Position> since;
 	std::error_code ec;
 	const bool image_exists = fs::exists(image, ec);
-	auto record = image_exists ? read_image_record(image) : std::nullopt;
+	// --full overwrites the record too, so an unreadable one is no obstacle.
+	auto record = image_exists && !options.force_full ? read_image_record(image) : std::nullopt;
 	if (options.force_full)
 		result.full_reason = "a full backup was asked for";
 	else if (!image_exists)
@@ -332,14 +333,17 @@ BackupResult backup(const std::string &name, const fs::path &image, const Backup
 		total += r.length;
 	result.ranges = ranges.size();
 
+	// Incomplete until the copy is done, and so marked before an existing
+	// image is touched (a full copy truncates it): an interruption from here
+	// on makes the next backup full.
 	ImageRecord rec{name, ch.now, ch.size_bytes, false};
-	if (!result.full)
-		write_image_record(image, rec); // incomplete until the copy is done
-	Copier copier(source, image, result.full);
-	if (result.full) {
+	if (image_exists)
 		write_image_record(image, rec);
+	Copier copier(source, image, result.full);
+	if (!image_exists)
+		write_image_record(image, rec);
+	if (result.full)
 		copier.set_size(ch.size_bytes);
-	}
 	try {
 		copy_ranges(copier, ranges, total, options.progress);
 		copier.sync();
