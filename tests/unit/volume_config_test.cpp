@@ -106,6 +106,19 @@ TEST(CowfileLinesTest, StatusLineParsesEachSnapshotState)
 	EXPECT_EQ(none.marked, 5u);
 	EXPECT_EQ(none.chunks, 100u);
 	EXPECT_EQ(none.snap_state, SnapState::none);
+	auto active = CowfileStatus::parse(
+		"tracking 0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0 2 7 256 9/300 12/40 active 6 - 8192");
+	EXPECT_TRUE(active.tracking);
+	EXPECT_EQ(active.generation, "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0");
+	EXPECT_EQ(active.generation_epoch, 2u);
+	EXPECT_EQ(active.epoch, 7u);
+	EXPECT_EQ(active.chunk_sectors, 256u);
+	EXPECT_EQ(active.slots_used, 12u);
+	EXPECT_EQ(active.slots, 40u);
+	EXPECT_EQ(active.snap_state, SnapState::active);
+	EXPECT_EQ(active.snap_epoch, 6u);
+	EXPECT_EQ(active.invalid_reason, "");
+	EXPECT_EQ(active.core_bytes, 8192u);
 	auto invalid = CowfileStatus::parse(
 		"lost 0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0 1 3 128 5/100 40/40 invalid 2 store_full 4096");
 	EXPECT_FALSE(invalid.tracking);
