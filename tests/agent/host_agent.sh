@@ -50,6 +50,7 @@ await_agent() {
 		kill -0 "$agent" || fail "the agent did not start"
 		sleep 0.1
 	done
+	grep -q "listening on" "$work/agent.log" || fail "the agent does not listen after 5 s"
 	URL=https://localhost:$port/api/v1
 	CURL=(curl -sS --cacert "$tls/ca.crt" --cert "$tls/client.crt" --key "$tls/client.key")
 }
