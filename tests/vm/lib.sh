@@ -112,7 +112,7 @@ mount_store_fs_on_dm() {
 	STORE_SECTORS=$(dev_sectors "$STORE_LOOP")
 	STORE_HEALTHY="0 $STORE_SECTORS linear $STORE_LOOP 0"
 	dmsetup create storedev --table "$STORE_HEALTHY"
-	on_exit "dmsetup remove storedev"
+	on_exit "dm_remove_if_present storedev"
 	mkfs.ext4 -q -b 4096 /dev/mapper/storedev
 	mkdir -p "$2"
 	mount /dev/mapper/storedev "$2"

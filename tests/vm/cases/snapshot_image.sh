@@ -26,7 +26,10 @@ fio --name=load --directory="$MNT" --rw=randwrite --bs=4k --size=48M --nrfiles=2
 dd if=/dev/urandom of="$MNT/seed.1" bs=64k count=200 seek=10 conv=notrunc oflag=direct status=none
 rm -f "$MNT/seed.2"
 sync
-fstrim -v "$MNT" || true
+trimmed=$(fstrim -v "$MNT") || fail "fstrim on the volume"
+echo "$trimmed"
+[ "$(sed -n 's/.*(\([0-9]*\) bytes) trimmed.*/\1/p' <<< "$trimmed")" -gt 0 ] ||
+	fail "fstrim discarded nothing, so the image was not tested under discards"
 fio --name=mixed --directory="$MNT" --rw=randrw --rwmixwrite=50 --bs=16k --size=24M \
 	--filename_format='mixed.$filenum' --direct=1 --ioengine=libaio --iodepth=8 \
 	--verify=crc32c --do_verify=1 --verify_fatal=1 --output=/tmp/fio-mixed.out ||

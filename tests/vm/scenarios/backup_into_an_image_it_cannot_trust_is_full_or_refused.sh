@@ -149,7 +149,7 @@ snapshot_data() {
 backup_into_image() {
 	local what=$1 type=$2 reason=${3:-}
 	shift $(($# < 3 ? $# : 3))
-	"$SNAPMGR" --json backup "$@" data "$IMG" > /tmp/backup.json
+	"$SNAPMGR" --json backup "$@" data "$IMG" > /tmp/backup.json || fail "$what: the backup failed"
 	expect_eq "$(json_get '["backup_type"]' < /tmp/backup.json)" "$type" "$what: backup type"
 	[ -z "$reason" ] || json_get '["full_reason"]' < /tmp/backup.json | grep -q "$reason" ||
 		fail "$what: the full backup does not say '$reason'"

@@ -27,8 +27,9 @@ mount "$data" /mnt/data
 dd if=/dev/urandom of=/mnt/data/f bs=1M count=16 status=none
 umount /mnt/data
 sum_before=$(dev_sum "$data")
-"$SNAPMGR" track "$data" --name data --store /mnt/stores/data.store --chunk-size 16K
+"$SNAPMGR" track "$data" --name data --store /mnt/stores/data.store --chunk-size 16K | tee /tmp/out.txt
 on_exit "$SNAPMGR release data 2>/dev/null; umount /mnt/data 2>/dev/null; $SNAPMGR untrack data 2>/dev/null || true"
+expect_eq "$(cat /tmp/out.txt)" "data: tracking changes on /dev/mapper/data, store /mnt/stores/data.store" "track's output"
 expect_eq "$(dev_sum /dev/mapper/data)" "$sum_before" "wrapped device reads back the device"
 expect_eq "$("$SNAPMGR" --json status data | json_get '["chunk_bytes"]')" 16384 "chunk size"
 expect_eq "$(dmsetup info -c --noheadings -o uuid data | cut -c1-8)" SNAPMGR- "dm uuid prefix"
@@ -45,6 +46,26 @@ dd if=/dev/urandom of=/mnt/blank/g bs=1M count=8 status=none
 mount /dev/mapper/data /mnt/data
 sync
 
+log "list: columns, units, headings and JSON; status and changes as text"
+"$SNAPMGR" list -o name,size,state --units m --noheadings | tee /tmp/out.txt
+expect_eq "$(tr -s ' ' < /tmp/out.txt)" "$(printf 'blank 64m tracking\ndata 128m tracking')" \
+	"list -o name,size,state --units m --noheadings"
+"$SNAPMGR" list -o size,name --units b | tee /tmp/out.txt
+expect_eq "$(tr -s ' ' < /tmp/out.txt | tr '\n' ';')" "Size Volume;67108864 blank;134217728 data;" \
+	"list -o size,name --units b"
+"$SNAPMGR" list | tee /tmp/out.txt
+expect_eq "$(head -1 /tmp/out.txt | tr -s ' ')" "Volume State Origin Size Epoch Snapshot Image Used%" "list's default columns"
+expect_eq "$(awk '$1 == "data" { print $2, $4, $6 }' /tmp/out.txt)" "tracking 128.00m none" "list's data line"
+"$SNAPMGR" --json list > /tmp/list.json
+expect_eq "$(json_get '[0]["name"], d[0]["size_bytes"], d[1]["name"], d[1]["size_bytes"], d[1]["state"]' < /tmp/list.json)" \
+	"blank 67108864 data 134217728 tracking" "--json list"
+"$SNAPMGR" status data | tee /tmp/out.txt
+grep -qx "State: *tracking" /tmp/out.txt && grep -qx "Origin: *$data" /tmp/out.txt &&
+	grep -qx "Size: *128.00m" /tmp/out.txt || fail "status data does not show its state, origin and size"
+echo "ok: status's text"
+"$SNAPMGR" changes data | tee /tmp/out.txt
+expect_eq "$(cat /tmp/out.txt)" "$(printf 'full: no previous position given\n0 134217728')" "changes without --since"
+
 log "one snapshot command, one instant for both"
 "$SNAPMGR" --json snapshot data blank > /tmp/snap.json
 cat /tmp/snap.json
@@ -57,10 +78,35 @@ dd if=/dev/urandom of=/mnt/blank/g bs=1M count=8 conv=notrunc status=none
 sync
 expect_eq "$(dev_sum /dev/mapper/data-snap)" "$sum_data_snap" "data image after writes"
 expect_eq "$(dev_sum /dev/mapper/blank-snap)" "$sum_blank_snap" "blank image after writes"
-"$SNAPMGR" backup data /tmp/data.img
+"$SNAPMGR" backup data /tmp/data.img | tee /tmp/out.txt
 expect_eq "$(dev_sum /tmp/data.img)" "$sum_data_snap" "data backup"
+position=$(json_get '[1]["position"]' < /tmp/snap.json)
+expect_eq "$(cat /tmp/out.txt)" "data: full backup into /tmp/data.img (the image is new), 134217728 bytes, position $position" \
+	"backup's output"
+"$SNAPMGR" backup data /tmp/data.img | tee /tmp/out.txt
+grep -qx "data: incremental backup into /tmp/data.img since $position: [0-9]* bytes in [0-9]* ranges, position $position" \
+	/tmp/out.txt || fail "an incremental backup's output"
+expect_eq "$(dev_sum /tmp/data.img)" "$sum_data_snap" "data backup after an incremental"
 
 log "refusals change nothing"
+# What track and create must refuse: swap space, a read-only device, a
+# partitioned disk, a device with a holder, a directory that is not a mount
+# point, a device holding a filesystem (create).
+swap_dev=$(new_loop 16M)
+mkswap "$swap_dev" > /dev/null
+ro_img=$(mktemp /tmp/ro.XXXXXX)
+truncate -s 16M "$ro_img"
+ro_dev=$(losetup -r --find --show "$ro_img")
+on_exit "losetup -d $ro_dev; rm -f $ro_img"
+parted_dev=$(new_loop 32M)
+echo ',16M' | sfdisk -q --no-reread "$parted_dev"
+partx -a "$parted_dev"
+held_dev=$(new_loop 16M)
+dmsetup create held --table "0 $(dev_sectors "$held_dev") linear $held_dev 0"
+on_exit "dm_remove_if_present held"
+ext4_dev=$(new_loop 16M)
+mkfs.ext4 -q -b 4096 "$ext4_dev"
+mkdir /mnt/stores/not-a-mount
 before_dm=$(dm_names)
 before_conf=$(conf_names)
 expect_fail "track a missing device" "$SNAPMGR" track /dev/nonexistent
@@ -84,6 +130,33 @@ expect_fail "store on tmpfs" "$SNAPMGR" track "$spare" --name spare --store "$tm
 expect_fail "store on another tracked volume" "$SNAPMGR" track "$spare" --name spare --store /mnt/data/s.store
 [ ! -e /mnt/data/s.store ] || fail "a refused store file was left on another tracked volume"
 expect_fail "track a character device" "$SNAPMGR" track /dev/null
+# expect_refusal WHAT TEXT CMD...: CMD is refused (exit 2) saying TEXT.
+expect_refusal() {
+	local what=$1 text=$2
+	shift 2
+	expect_fail -s 2 "$what" "$@"
+	grep -q -- "$text" /tmp/expect_fail.out || fail "$what: the refusal does not say '$text'"
+}
+expect_refusal "track swap space" "is swap space" \
+	"$SNAPMGR" track "$swap_dev" --name sw --store /mnt/stores/sw.store
+expect_refusal "track a read-only device" "is read-only" \
+	"$SNAPMGR" track "$ro_dev" --name ro --store /mnt/stores/ro.store
+expect_refusal "track a partitioned disk" "has partitions" \
+	"$SNAPMGR" track "$parted_dev" --name parted --store /mnt/stores/parted.store
+expect_refusal "track a device with a holder" "is in use by dm-" \
+	"$SNAPMGR" track "$held_dev" --name held2 --store /mnt/stores/held2.store
+expect_refusal "track a dm device under another name" "--name other cannot be used" \
+	"$SNAPMGR" track /dev/mapper/held --name other --store /mnt/stores/other.store
+expect_refusal "track a directory that is not a mount point" "is a directory but not a mount point" \
+	"$SNAPMGR" track /mnt/stores/not-a-mount --name e --store /mnt/stores/e.store
+expect_refusal "create over a filesystem" "holds ext4 data; create wants a blank device" \
+	"$SNAPMGR" create "$ext4_dev" --name e --store /mnt/stores/e.store
+[ -z "$(ls /mnt/stores | grep -v -e lost+found -e data.store -e blank.store -e not-a-mount)" ] ||
+	fail "a refused track left a store behind: $(ls /mnt/stores)"
+exec 3< /dev/mapper/data-snap
+expect_refusal "release while the image is open" "is open" "$SNAPMGR" release data
+exec 3<&-
+expect_eq "$(status_field data 8)" active "data's snapshot after the refused release"
 btrfs_dev=$(new_loop 128M)
 mkfs.btrfs -q "$btrfs_dev"
 mkdir -p /mnt/btrfs
@@ -106,6 +179,8 @@ rc=0; "$SNAPMGR" release nosuch > /dev/null 2>&1 || rc=$?
 expect_eq $rc 2 "exit status of a refused request"
 expect_eq "$(dm_names)" "$before_dm" "dm devices after the refusals"
 expect_eq "$(conf_names)" "$before_conf" "configurations after the refusals"
+dmsetup remove held
+rmdir /mnt/stores/not-a-mount
 
 log "a mounted plain device is configured for the next boot"
 boot=$(new_loop 96M)
@@ -128,7 +203,9 @@ umount /mnt/boot-vol
 "$SNAPMGR" list
 
 log "a renamed device is found by its filesystem UUID, a held snapshot comes back"
-"$SNAPMGR" snapshot bootvol
+"$SNAPMGR" snapshot bootvol | tee /tmp/out.txt
+grep -qx "bootvol: snapshot of epoch [0-9]* at /dev/mapper/bootvol-snap, position [0-9a-f-]*:[0-9]*" /tmp/out.txt ||
+	fail "snapshot's output"
 boot_instant=$(dev_sum /dev/mapper/bootvol-snap)
 mount /dev/mapper/bootvol /mnt/boot-vol
 dd if=/dev/urandom of=/mnt/boot-vol/later bs=1M count=4 status=none
@@ -144,18 +221,57 @@ on_exit "losetup -d $boot2"
 "$SNAPMGR" reattach bootvol
 expect_eq "$("$SNAPMGR" --json status bootvol | json_get '["origin"]')" "$boot2" "origin after reattach"
 expect_eq "$(dev_sum /dev/mapper/bootvol-snap)" "$boot_instant" "the held snapshot's image after reattach"
-"$SNAPMGR" release bootvol
-"$SNAPMGR" untrack bootvol --keep-store
+"$SNAPMGR" release bootvol | tee /tmp/out.txt
+expect_eq "$(cat /tmp/out.txt)" "bootvol: snapshot released" "release's output"
+"$SNAPMGR" untrack bootvol --keep-store | tee /tmp/out.txt
+expect_eq "$(cat /tmp/out.txt)" "bootvol: no longer tracked" "untrack's output"
 
 log "a release waits for the backup that holds the volume's lock"
 "$SNAPMGR" backup --full data /tmp/data2.img &
 backup_pid=$!
 while flock -n /run/snapmgr/data.lock true; do
-	kill -0 $backup_pid 2>/dev/null || break
+	kill -0 $backup_pid 2>/dev/null || fail "the backup ended before its lock was seen held"
 done
-"$SNAPMGR" release data
+kill -STOP $backup_pid
+flock -n /run/snapmgr/data.lock true && fail "the backup ended before it was stopped holding its lock"
+"$SNAPMGR" release data &
+release_pid=$!
+sleep 2
+kill -0 $release_pid 2>/dev/null || fail "the release did not wait for the backup holding the lock"
+echo "ok: the release waits while the backup holds the lock"
+kill -CONT $backup_pid
 wait $backup_pid || fail "the backup failed while a release was waiting"
+wait $release_pid || fail "the release failed after the backup"
 expect_eq "$(dev_sum /tmp/data2.img)" "$sum_data_snap" "backup made while a release waited"
+
+log "a snapshot that fails on one of its volumes leaves none, and every volume resumed"
+# zbad's store filesystem sits on a dm device that fails every I/O from
+# just before the snapshot, so the snapshot of zbad fails after data's
+# succeeded (volumes are snapshotted in name order).
+bad=$(new_loop 32M)
+mount_store_fs_on_dm 64M /mnt/badstore
+"$SNAPMGR" track "$bad" --name zbad --store /mnt/badstore/zbad.store --store-size 4M
+on_exit "$SNAPMGR untrack zbad 2>/dev/null || true"
+umount /mnt/badstore # so the filesystem takes no part in the failure
+dmsetup suspend storedev
+dmsetup load storedev --table "0 $STORE_SECTORS error"
+dmsetup resume storedev
+expect_fail -s 1 "a snapshot of data and zbad whose store fails" "$SNAPMGR" snapshot data zbad
+for v in data zbad; do
+	expect_eq "$(dmsetup info "$v" | awk '/^State:/ { print $2 }')" ACTIVE "$v after the failed snapshot"
+	expect_eq "$(status_field "$v" 8)" none "$v's snapshot after the failed snapshot"
+	dmsetup info "$v-snap" > /dev/null 2>&1 && fail "an image of $v was left"
+done
+timeout 30 dd if=/dev/urandom of=/mnt/data/after-failed-snapshot bs=1M count=1 conv=fsync status=none ||
+	fail "data's filesystem does not take writes after the failed snapshot"
+echo "ok: data's filesystem takes writes"
+dmsetup suspend storedev
+dmsetup load storedev --table "$STORE_HEALTHY"
+dmsetup resume storedev
+mount /dev/mapper/storedev /mnt/badstore
+"$SNAPMGR" untrack zbad
+umount /mnt/badstore
+dmsetup remove storedev
 
 log "release, unmount, untrack: the devices are as they were"
 "$SNAPMGR" release blank
@@ -164,7 +280,19 @@ umount /mnt/data
 # the writes that went down through the wrapper.
 blockdev --flushbufs "$data"
 expect_eq "$(dev_sum /dev/mapper/data)" "$(dev_sum "$data")" "wrapper reads the device"
-"$SNAPMGR" untrack data
+"$SNAPMGR" untrack data --keep-store
+log "cowfile-store destroy removes a kept store, refuses one in use and anything else"
+expect_fail -s 1 "destroy a store in use" "$COWFILE_STORE" destroy /mnt/stores/blank.store
+grep -q "in use by the cowfile device blank" /tmp/expect_fail.out || fail "the refusal does not name the user"
+[ -e /mnt/stores/blank.store ] || fail "a store in use was removed"
+echo junk > /mnt/stores/junk
+expect_fail -s 1 "destroy a file that is not a store" "$COWFILE_STORE" destroy /mnt/stores/junk
+expect_eq "$(cat /mnt/stores/junk)" junk "the file that is not a store"
+rm /mnt/stores/junk
+lsattr /mnt/stores/data.store | grep -q '^----i' || fail "the kept store is not pinned (immutable)"
+"$COWFILE_STORE" destroy /mnt/stores/data.store
+[ ! -e /mnt/stores/data.store ] || fail "cowfile-store destroy left the store"
+echo "ok: cowfile-store destroy removed the kept store"
 umount /mnt/blank
 "$SNAPMGR" untrack blank
 expect_eq "$(dm_names)" "" "dm devices at the end"
