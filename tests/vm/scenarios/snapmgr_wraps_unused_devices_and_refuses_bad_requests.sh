@@ -36,7 +36,7 @@ expect_eq "$(dmsetup info -c --noheadings -o uuid data | cut -c1-8)" SNAPMGR- "d
 
 log "create on a blank device"
 blank=$(new_loop 64M)
-expect_fail "create without --store" "$SNAPMGR" create "$blank" --name blank
+expect_fail -s 2 "create without --store" "$SNAPMGR" create "$blank" --name blank
 "$SNAPMGR" create "$blank" --name blank --store /mnt/stores/blank.store
 on_exit "$SNAPMGR release blank 2>/dev/null; umount /mnt/blank 2>/dev/null; $SNAPMGR untrack blank 2>/dev/null || true"
 mkfs.ext4 -q -b 4096 /dev/mapper/blank
@@ -110,26 +110,26 @@ mkdir /mnt/stores/not-a-mount
 before_dm=$(dm_names)
 before_conf=$(conf_names)
 expect_fail "track a missing device" "$SNAPMGR" track /dev/nonexistent
-expect_fail "track a tracked volume" "$SNAPMGR" track /dev/mapper/data
-expect_fail "track twice under one name" "$SNAPMGR" track "$store_disk" --name data
-expect_fail "track with a bad name" "$SNAPMGR" track "$blank" --name 'bad/name'
-expect_fail "snapshot while held" "$SNAPMGR" snapshot data
-expect_fail "multi snapshot while one is held" "$SNAPMGR" snapshot blank data
-expect_fail "release an unknown volume" "$SNAPMGR" release nosuch
-expect_fail "untrack with a snapshot held" "$SNAPMGR" untrack data
-expect_fail "bad position" "$SNAPMGR" changes data --since nonsense
-expect_fail "bad chunk size" "$SNAPMGR" track "$blank" --chunk-size 3K
-expect_fail "unknown column" "$SNAPMGR" list -o name,bogus
+expect_fail -s 2 "track a tracked volume" "$SNAPMGR" track /dev/mapper/data
+expect_fail -s 2 "track twice under one name" "$SNAPMGR" track "$store_disk" --name data
+expect_fail -s 2 "track with a bad name" "$SNAPMGR" track "$blank" --name 'bad/name'
+expect_fail -s 2 "snapshot while held" "$SNAPMGR" snapshot data
+expect_fail -s 2 "multi snapshot while one is held" "$SNAPMGR" snapshot blank data
+expect_fail -s 2 "release an unknown volume" "$SNAPMGR" release nosuch
+expect_fail -s 2 "untrack with a snapshot held" "$SNAPMGR" untrack data
+expect_fail -s 2 "bad position" "$SNAPMGR" changes data --since nonsense
+expect_fail -s 2 "bad chunk size" "$SNAPMGR" track "$blank" --chunk-size 3K
+expect_fail -s 2 "unknown column" "$SNAPMGR" list -o name,bogus
 echo junk > /tmp/not-an-image
-expect_fail "backup over a file that is not an image" "$SNAPMGR" backup data /tmp/not-an-image
+expect_fail -s 2 "backup over a file that is not an image" "$SNAPMGR" backup data /tmp/not-an-image
 expect_eq "$(cat /tmp/not-an-image)" junk "file not overwritten"
 tmpfs_dir=$(mktemp -d /dev/shm/st.XXXX)
 spare=$(new_loop 64M)
 expect_fail "store on tmpfs" "$SNAPMGR" track "$spare" --name spare --store "$tmpfs_dir/s.store"
 [ ! -e "$tmpfs_dir/s.store" ] || fail "a refused store file was left behind"
-expect_fail "store on another tracked volume" "$SNAPMGR" track "$spare" --name spare --store /mnt/data/s.store
+expect_fail -s 2 "store on another tracked volume" "$SNAPMGR" track "$spare" --name spare --store /mnt/data/s.store
 [ ! -e /mnt/data/s.store ] || fail "a refused store file was left on another tracked volume"
-expect_fail "track a character device" "$SNAPMGR" track /dev/null
+expect_fail -s 2 "track a character device" "$SNAPMGR" track /dev/null
 # expect_refusal WHAT TEXT CMD...: CMD is refused (exit 2) saying TEXT.
 expect_refusal() {
 	local what=$1 text=$2
@@ -162,7 +162,7 @@ mkfs.btrfs -q "$btrfs_dev"
 mkdir -p /mnt/btrfs
 mount "$btrfs_dev" /mnt/btrfs
 on_exit "umount /mnt/btrfs"
-expect_fail "track a mounted btrfs" "$SNAPMGR" track "$btrfs_dev" --name b
+expect_fail -s 2 "track a mounted btrfs" "$SNAPMGR" track "$btrfs_dev" --name b
 expect_fail "store on btrfs" "$SNAPMGR" track "$spare" --name spare --store /mnt/btrfs/s.store
 [ ! -e /mnt/btrfs/s.store ] || fail "a refused store file was left on btrfs"
 full_dev=$(new_loop 16M)
@@ -171,7 +171,7 @@ mkdir -p /mnt/full
 mount "$full_dev" /mnt/full
 on_exit "umount /mnt/full"
 dd if=/dev/zero of=/mnt/full/filler bs=1M status=none 2>/dev/null || true
-expect_fail "store on a full filesystem" "$SNAPMGR" track "$spare" --name spare --store /mnt/full/s.store --store-size 8M
+expect_fail -s 1 "store on a full filesystem" "$SNAPMGR" track "$spare" --name spare --store /mnt/full/s.store --store-size 8M
 [ ! -e /mnt/full/s.store ] || fail "a refused store file was left on the full filesystem"
 rc=0; "$SNAPMGR" frobnicate > /dev/null 2>&1 || rc=$?
 expect_eq $rc 2 "exit status of an unknown command"
@@ -192,7 +192,7 @@ expect_eq "$(json_get '["outcome"]' < /tmp/t.json)" next_boot "outcome for a mou
 expect_eq "$("$SNAPMGR" --json status bootvol | json_get '["state"]')" next_boot "state"
 [ -e /mnt/boot-vol/.snapmgr-bootvol.store ] || fail "no store on the mounted filesystem"
 dmsetup info bootvol > /dev/null 2>&1 && fail "a mounted device was wrapped"
-expect_fail "reattach while it is mounted directly" "$SNAPMGR" reattach bootvol
+expect_fail -s 1 "reattach while it is mounted directly" "$SNAPMGR" reattach bootvol
 umount /mnt/boot-vol
 log "reattach wraps it once it is not mounted (as the boot would)"
 "$SNAPMGR" reattach --all
