@@ -233,6 +233,7 @@ while flock -n /run/snapmgr/data.lock true; do
 	kill -0 $backup_pid 2>/dev/null || fail "the backup ended before its lock was seen held"
 done
 kill -STOP $backup_pid
+on_exit "kill -CONT $backup_pid 2>/dev/null || true" # a failure here must not hang the cleanup on its lock
 flock -n /run/snapmgr/data.lock true && fail "the backup ended before it was stopped holding its lock"
 "$SNAPMGR" release data &
 release_pid=$!
