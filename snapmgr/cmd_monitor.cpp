@@ -1,5 +1,5 @@
 // snapmgr monitor: grow a held snapshot's store before it fills (the
-// library's watcher, which the planned agent is to run too).
+// library's watcher, which snapmgrd runs too).
 #include "command.hpp"
 
 #include <cstdio>
@@ -26,8 +26,19 @@ void add_monitor(CLI::App &app, Context &ctx)
 		ctx.run = [&ctx, args] {
 			MonitorOptions options;
 			options.step_bytes = parse_size(args->step, "--step");
-			options.report = [](std::string_view line) {
-				fmt::print("{}\n", line);
+			// With --json, one JSON object per line, as each event happens.
+			options.report = [&ctx](const MonitorReport &r) {
+				if (ctx.as_json)
+					fmt::print("{}\n", json{{"name", r.name},
+								{"event", r.event},
+								{"store_used_bytes", r.store_used_bytes},
+								{"store_copy_bytes", r.store_copy_bytes},
+								{"step_bytes", r.step_bytes},
+								{"store_bytes", r.store_bytes},
+								{"reason", r.reason}}
+								.dump());
+				else
+					fmt::print("{}\n", r.text);
 				std::fflush(stdout);
 			};
 			options.log = ctx.logger();

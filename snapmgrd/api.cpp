@@ -429,7 +429,7 @@ void Agent::watch(const std::string &volume)
 	std::thread([this, volume] {
 		MonitorOptions options;
 		options.step_bytes = config_.growth_step;
-		options.report = [](std::string_view line) { log_line(std::string(line)); };
+		options.report = [](const MonitorReport &r) { log_line(r.text); };
 		try {
 			monitor(volume, options);
 		} catch (const std::exception &e) {

@@ -102,35 +102,41 @@ bool past_low_water(const VolumeStatus &s, unsigned low_water)
 // unless told to keep quiet about a refusal it has reported already.
 bool grow_step(const VolumeStatus &s, const MonitorOptions &options, bool quiet_refusal)
 {
-	const auto say = [&](const std::string &text) {
-		if (options.report)
-			options.report(fmt::format("{}: {}", s.name, text));
-	};
-	const auto refuse = [&](const std::string &text) {
-		if (!quiet_refusal)
-			say(text);
-		return false;
-	};
+	MonitorReport r;
+	r.name = s.name;
+	r.event = "refused";
+	r.store_used_bytes = s.store_used_bytes;
+	r.store_copy_bytes = s.store_slot_bytes;
+	r.step_bytes = options.step_bytes;
 	const std::string used = fmt::format("store {}% used ({} of {} bytes)",
 					     s.store_used_bytes * 100 / s.store_slot_bytes,
 					     s.store_used_bytes, s.store_slot_bytes);
+	const auto refuse = [&](const std::string &reason) {
+		r.reason = reason;
+		r.text = fmt::format("{}: {}; {}", s.name, used, reason);
+		if (!quiet_refusal && options.report)
+			options.report(r);
+		return false;
+	};
 	struct statvfs fs {};
 	if (::statvfs(s.config.store.parent_path().c_str(), &fs) < 0)
-		return refuse(fmt::format("{}; cannot grow it: cannot see its filesystem's free "
-					  "space ({})",
-					  used, std::strerror(errno)));
+		return refuse(fmt::format("cannot grow it: cannot see its filesystem's free space ({})",
+					  std::strerror(errno)));
 	const std::uint64_t free_bytes = std::uint64_t(fs.f_bavail) * fs.f_frsize;
 	if (free_bytes < options.step_bytes)
-		return refuse(fmt::format("{}; cannot grow it by {} bytes: its filesystem has {} "
-					  "bytes free",
-					  used, options.step_bytes, free_bytes));
+		return refuse(fmt::format("cannot grow it by {} bytes: its filesystem has {} bytes free",
+					  options.step_bytes, free_bytes));
 	try {
-		const std::uint64_t bytes = grow(s.name, options.step_bytes, options.log);
-		say(fmt::format("{}; grew it by {} bytes to {} bytes", used, options.step_bytes, bytes));
-		return true;
+		r.store_bytes = grow(s.name, options.step_bytes, options.log);
 	} catch (const Error &e) {
-		return refuse(fmt::format("{}; cannot grow it: {}", used, e.what()));
+		return refuse(fmt::format("cannot grow it: {}", e.what()));
 	}
+	r.event = "grew";
+	r.text = fmt::format("{}: {}; grew it by {} bytes to {} bytes", s.name, used,
+			     options.step_bytes, r.store_bytes);
+	if (options.report)
+		options.report(r);
+	return true;
 }
 
 } // namespace
@@ -152,8 +158,13 @@ void monitor(const std::string &name, const MonitorOptions &options)
 		events.arm();
 		auto table = attached_table(name);
 		if (!table) {
-			if (options.report)
-				options.report(fmt::format("{}: not attached, nothing to watch", name));
+			if (options.report) {
+				MonitorReport r;
+				r.name = name;
+				r.event = "detached";
+				r.text = fmt::format("{}: not attached, nothing to watch", name);
+				options.report(r);
+			}
 			return;
 		}
 		VolumeStatus s;

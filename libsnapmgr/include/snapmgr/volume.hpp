@@ -118,10 +118,20 @@ std::uint64_t grow(const std::string &name, std::uint64_t add_bytes, const Logge
 // for a dm event (the kernel raises one at the mark), looking again every
 // 5 seconds; it holds the volume lock only while it grows. Throws when the
 // volume is not attached to begin with.
+struct MonitorReport {
+	std::string name;
+	std::string event; // "grew", "refused" or "detached"
+	std::uint64_t store_used_bytes = 0; // used by the snapshot when it looked
+	std::uint64_t store_copy_bytes = 0; // the copy room then
+	std::uint64_t step_bytes = 0;
+	std::uint64_t store_bytes = 0; // the store file's size after it grew
+	std::string reason;            // why it did not grow
+	std::string text;              // all of it, as one line for people
+};
 struct MonitorOptions {
 	std::uint64_t step_bytes = std::uint64_t(1) << 30;
-	Logger report; // one line per growth or refusal
-	Logger log;    // the steps of each growth
+	std::function<void(const MonitorReport &)> report; // each growth, refusal, the end
+	Logger log; // the steps of each growth
 };
 void monitor(const std::string &name, const MonitorOptions &options);
 

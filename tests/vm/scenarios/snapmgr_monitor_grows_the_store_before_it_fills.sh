@@ -61,17 +61,27 @@ expect_eq "$("$SNAPMGR" --json status data | json_get '["invalid_reason"]')" sto
 log "a step larger than the free space is refused, with the reason"
 "$SNAPMGR" snapshot data
 store_bytes=$(stat -c %s /mnt/stores/data.store)
-"$SNAPMGR" monitor data --step 1G > /tmp/monitor.out 2>&1 &
+"$SNAPMGR" --json monitor data --step 1G > /tmp/monitor.out 2> /tmp/monitor.err &
 monitor=$!
 # Past the low water mark (80%), within the room.
 dd if=/dev/urandom of=/dev/mapper/data bs=64k count=$((room * 85 / 100 / 65536)) oflag=direct status=none
 for _ in $(seq 1 60); do
-	grep -q "cannot grow it by 1073741824 bytes: its filesystem has" /tmp/monitor.out && break
+	grep -q '"event":"refused"' /tmp/monitor.out && break
 	sleep 1
 done
-cat /tmp/monitor.out
-grep -q "cannot grow it by 1073741824 bytes: its filesystem has" /tmp/monitor.out ||
-	fail "the monitor did not report that it could not grow the store"
+cat /tmp/monitor.out /tmp/monitor.err
+# --json: every line one JSON object; the refusal's reason and numbers.
+python3 - /tmp/monitor.out <<'PY' || fail "the monitor did not report, as JSON lines, that it could not grow the store"
+import json, sys
+events = [json.loads(line) for line in open(sys.argv[1])]
+refused = [e for e in events if e["event"] == "refused"]
+assert refused, events
+r = refused[0]
+assert r["name"] == "data" and r["step_bytes"] == 1 << 30, r
+assert r["reason"].startswith("cannot grow it by 1073741824 bytes: its filesystem has "), r
+assert r["store_used_bytes"] * 100 >= 80 * r["store_copy_bytes"] > 0, r
+PY
+echo "ok: the monitor's JSON line says it could not grow the store, and why"
 expect_eq "$(stat -c %s /mnt/stores/data.store)" "$store_bytes" "store size after the refusal"
 expect_eq "$(snap_state)" active "snapshot state below full"
 "$SNAPMGR" release data
