@@ -135,6 +135,20 @@ void add_report_options(CLI::App *cmd, ReportArgs &a)
 	cmd->add_flag("--noheadings", a.no_headings, "No heading line");
 }
 
+// On stderr, whatever the output format: the snapshot is lost if the store
+// fills before someone acts.
+void warn_if_store_nearly_full(const VolumeStatus &s)
+{
+	if (!s.store_nearly_full)
+		return;
+	fmt::print(stderr,
+		   "snapmgr: warning: {}: the held snapshot has used {}% of the store's copy room "
+		   "({} of {} bytes) and is lost when it fills; grow the store (snapmgr grow {} "
+		   "SIZE) or keep snapmgr monitor {} running\n",
+		   s.name, s.store_used_bytes * 100 / s.store_slot_bytes, s.store_used_bytes,
+		   s.store_slot_bytes, s.name, s.name);
+}
+
 } // namespace
 
 json to_json(const VolumeStatus &s)
@@ -149,6 +163,7 @@ json to_json(const VolumeStatus &s)
 		  {"store_bytes", s.store_bytes},
 		  {"store_copy_bytes", s.store_slot_bytes},
 		  {"store_used_bytes", s.store_used_bytes},
+		  {"store_nearly_full", s.store_nearly_full},
 		  {"attach_error", s.attach_error}};
 	if (s.kernel) {
 		const CowfileStatus &k = *s.kernel;
@@ -174,6 +189,8 @@ void add_list(CLI::App &app, Context &ctx)
 	cmd->callback([&ctx, args] {
 		ctx.run = [&ctx, args] {
 			auto rows = list();
+			for (const auto &s : rows)
+				warn_if_store_nearly_full(s);
 			if (ctx.as_json) {
 				json out = json::array();
 				for (const auto &s : rows)
@@ -195,6 +212,7 @@ void add_status(CLI::App &app, Context &ctx)
 	cmd->callback([&ctx, name] {
 		ctx.run = [&ctx, name] {
 			VolumeStatus s = status(*name);
+			warn_if_store_nearly_full(s);
 			if (ctx.as_json) {
 				ctx.print_json(to_json(s));
 				return exit_ok;

@@ -92,12 +92,6 @@ std::uint64_t grow(const std::string &name, std::uint64_t add_bytes, const Logge
 namespace {
 
 // Whether the held snapshot has used its store past the low water mark.
-bool past_low_water(const VolumeStatus &s, unsigned low_water)
-{
-	return s.kernel && s.kernel->snap_state == SnapState::active && s.store_slot_bytes &&
-	       s.store_used_bytes * 100 >= std::uint64_t(low_water) * s.store_slot_bytes;
-}
-
 // Grows the store by a step when its filesystem has room; says why not,
 // unless told to keep quiet about a refusal it has reported already.
 bool grow_step(const VolumeStatus &s, const MonitorOptions &options, bool quiet_refusal)
@@ -175,7 +169,7 @@ void monitor(const std::string &name, const MonitorOptions &options)
 				throw;
 			continue; // detached while we looked: the next turn says so
 		}
-		if (past_low_water(s, table->low_water.value_or(COWFILE_DEFAULT_LOW_WATER))) {
+		if (s.store_nearly_full) {
 			const std::pair now{s.kernel->snap_epoch, s.store_slot_bytes};
 			if (grow_step(s, options, now == refused))
 				continue; // the store may still be past the mark: look again

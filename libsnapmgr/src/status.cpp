@@ -76,6 +76,11 @@ VolumeStatus status(const std::string &name)
 		const std::uint64_t chunk = std::uint64_t(k.chunk_sectors) * 512;
 		s.store_slot_bytes = k.slots * chunk;
 		s.store_used_bytes = k.slots_used * chunk;
+		s.store_nearly_full = k.snap_state == SnapState::active && s.store_slot_bytes &&
+				      s.store_used_bytes * 100 >=
+					      std::uint64_t(table->low_water.value_or(
+						      COWFILE_DEFAULT_LOW_WATER)) *
+						      s.store_slot_bytes;
 		if (dm_exists(image_name(name)))
 			s.image = dm::device_path(image_name(name));
 		s.kernel = k;

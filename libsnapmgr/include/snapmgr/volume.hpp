@@ -158,6 +158,9 @@ struct VolumeStatus {
 	std::uint64_t store_bytes = 0;
 	std::uint64_t store_slot_bytes = 0; // copy capacity
 	std::uint64_t store_used_bytes = 0; // used by the held snapshot
+	// An active snapshot has used the store past its low water mark (the
+	// table's low_water, else 80%): it is lost when the store fills.
+	bool store_nearly_full = false;
 };
 VolumeStatus status(const std::string &name);
 // Every configured volume and every cowfile device, sorted by name.

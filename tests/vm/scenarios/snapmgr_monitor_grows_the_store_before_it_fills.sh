@@ -82,12 +82,18 @@ assert r["reason"].startswith("cannot grow it by 1073741824 bytes: its filesyste
 assert r["store_used_bytes"] * 100 >= 80 * r["store_copy_bytes"] > 0, r
 PY
 echo "ok: the monitor's JSON line says it could not grow the store, and why"
+"$SNAPMGR" list > /dev/null 2> /tmp/list.err
+cat /tmp/list.err
+grep -q "^snapmgr: warning: data: the held snapshot has used [0-9]*% of the store's copy room" /tmp/list.err ||
+	fail "list does not warn that the store is nearly full"
+expect_eq "$("$SNAPMGR" --json status data 2> /dev/null | json_get '["store_nearly_full"]')" True \
+	"status --json: store_nearly_full"
 expect_eq "$(stat -c %s /mnt/stores/data.store)" "$store_bytes" "store size after the refusal"
 expect_eq "$(snap_state)" active "snapshot state below full"
 "$SNAPMGR" release data
 
-expect_fail "monitor an unknown volume" "$SNAPMGR" monitor nosuch
-expect_fail "monitor with a step that is not 4K aligned" "$SNAPMGR" monitor data --step 1000
+expect_fail -s 2 "monitor an unknown volume" "$SNAPMGR" monitor nosuch
+expect_fail -s 2 "monitor with a step that is not 4K aligned" "$SNAPMGR" monitor data --step 1000
 
 log "the monitor and snapmgr wait end when the volume is detached, and do not hold it"
 "$SNAPMGR" wait data > /dev/null &
@@ -97,5 +103,5 @@ timeout 120 "$SNAPMGR" untrack data || fail "untrack failed or hung with a monit
 timeout 60 tail --pid=$waiter -f /dev/null || fail "snapmgr wait still runs after untrack"
 timeout 60 tail --pid=$monitor -f /dev/null || fail "the monitor still runs after untrack"
 wait $monitor || fail "the monitor failed when the volume went away"
-grep -q "data: not attached" /tmp/monitor.out || fail "the monitor did not say why it ended"
+tail -n 1 /tmp/monitor.out | grep -q '"event":"detached"' || fail "the monitor did not say why it ended"
 echo "ok: monitor ended with the volume"
