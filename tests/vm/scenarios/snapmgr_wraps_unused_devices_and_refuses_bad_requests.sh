@@ -6,7 +6,13 @@
 #  - create makes a blank device a tracked volume to mkfs;
 #  - a mounted plain device is configured for the next boot, not wrapped;
 #  - bad requests fail with exit 1 or 2, leave no device, store or
-#    configuration behind, and leave what exists unchanged.
+#    configuration behind, and leave what exists unchanged;
+#  - list's columns, units and headings, --json list, and the text each
+#    command prints;
+#  - a release waits for a backup holding the volume's lock;
+#  - a snapshot of two volumes that fails on the second (its store device
+#    errors) leaves no snapshot and both volumes resumed, writable;
+#  - cowfile-store destroy removes a kept store and refuses one in use.
 . "$(dirname "$0")/../lib.sh"
 load_modules
 json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d'"$1"')'; }
