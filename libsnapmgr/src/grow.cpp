@@ -91,7 +91,6 @@ std::uint64_t grow(const std::string &name, std::uint64_t add_bytes, const Logge
 
 namespace {
 
-// Whether the held snapshot has used its store past the low water mark.
 // Grows the store by a step when its filesystem has room; says why not,
 // unless told to keep quiet about a refusal it has reported already.
 bool grow_step(const VolumeStatus &s, const MonitorOptions &options, bool quiet_refusal)

@@ -111,13 +111,7 @@ void reset(const std::string &name, const Logger &log = {});
 // refuses, the file is cut back.
 std::uint64_t grow(const std::string &name, std::uint64_t add_bytes, const Logger &log = {});
 
-// Watches a volume until it is detached: whenever a held snapshot has used
-// its store past the kernel's low water mark (the table's low_water, else
-// 80%), grows the store by step_bytes while the store's filesystem has that
-// much free, and reports each growth and each refusal. In between it waits
-// for a dm event (the kernel raises one at the mark), looking again every
-// 5 seconds; it holds the volume lock only while it grows. Throws when the
-// volume is not attached to begin with.
+// What the monitor did, or could not do, each time.
 struct MonitorReport {
 	std::string name;
 	std::string event; // "grew", "refused" or "detached"
@@ -128,6 +122,13 @@ struct MonitorReport {
 	std::string reason;            // why it did not grow
 	std::string text;              // all of it, as one line for people
 };
+// Watches a volume until it is detached: whenever a held snapshot has used
+// its store past the kernel's low water mark (the table's low_water, else
+// 80%), grows the store by step_bytes while the store's filesystem has that
+// much free, and reports each growth and each refusal. In between it waits
+// for a dm event (the kernel raises one at the mark), looking again every
+// 5 seconds; it holds the volume lock only while it grows. Throws when the
+// volume is not attached to begin with.
 struct MonitorOptions {
 	std::uint64_t step_bytes = std::uint64_t(1) << 30;
 	std::function<void(const MonitorReport &)> report; // each growth, refusal, the end
