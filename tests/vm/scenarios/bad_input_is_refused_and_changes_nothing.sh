@@ -90,23 +90,23 @@ dmsetup resume vol
 expect_eq "$(dmsetup status vol)" "$status0" "status (generation, epochs, snapshot) after the reload"
 
 log "messages in the wrong state"
-expect_fail "snapshot while not suspended" dmsetup message vol 0 snapshot
-expect_fail "new_generation while not suspended" dmsetup message vol 0 new_generation
-expect_fail "release with no snapshot" dmsetup message vol 0 release
-expect_fail "unknown message" dmsetup message vol 0 frobnicate
-expect_fail "snapshot with an argument" dmsetup message vol 0 snapshot now
-expect_fail "grow without extents" dmsetup message vol 0 grow
-expect_fail "grow with a malformed extent" dmsetup message vol 0 grow 12
-expect_fail "grow beyond the device" dmsetup message vol 0 grow 99999999999:8
-expect_fail "grow unaligned" dmsetup message vol 0 grow 9:8
+expect_fail -s 1 "snapshot while not suspended" dmsetup message vol 0 snapshot
+expect_fail -s 1 "new_generation while not suspended" dmsetup message vol 0 new_generation
+expect_fail -s 1 "release with no snapshot" dmsetup message vol 0 release
+expect_fail -s 1 "unknown message" dmsetup message vol 0 frobnicate
+expect_fail -s 1 "snapshot with an argument" dmsetup message vol 0 snapshot now
+expect_fail -s 1 "grow without extents" dmsetup message vol 0 grow
+expect_fail -s 1 "grow with a malformed extent" dmsetup message vol 0 grow 12
+expect_fail -s 1 "grow beyond the device" dmsetup message vol 0 grow 99999999999:8
+expect_fail -s 1 "grow unaligned" dmsetup message vol 0 grow 9:8
 expect_eq "$(dmsetup status vol)" "$status0" "status unchanged by refused messages"
 # blocks * 8 sectors wraps to 0 in 64 bits: the extent's end would be sector 8.
-expect_fail "grow whose size in sectors overflows" dmsetup message vol 0 grow 8:2305843009213693952
+expect_fail -s 1 "grow whose size in sectors overflows" dmsetup message vol 0 grow 8:2305843009213693952
 expect_eq "$(dmsetup status vol)" "$status0" "status unchanged by the overflowing grow"
 read -r ext_sector ext_blocks < <("$COWFILE_STORE" dump "$STORE_DEV" "$SB_SECTOR" --json |
 	python3 -c 'import json, sys; e = json.load(sys.stdin)["extents"][0]; print(e["sector"], e["blocks"])')
 [ -n "$ext_blocks" ] || fail "no extent in the store's dump"
-expect_fail "grow with an extent the store already has" dmsetup message vol 0 grow "$ext_sector:$ext_blocks"
+expect_fail -s 1 "grow with an extent the store already has" dmsetup message vol 0 grow "$ext_sector:$ext_blocks"
 expect_eq "$(dmsetup status vol)" "$status0" "status unchanged by the overlapping grow"
 # A free extent of the store's filesystem, as snapmgr grow would allocate:
 # valid once, refused when given twice in one message.
@@ -123,18 +123,18 @@ with open(sys.argv[1], "rb") as f:
 PY
 )
 [ -n "$new_blocks" ] || fail "no extent found for the new file"
-expect_fail "grow with the same new extent twice" \
+expect_fail -s 1 "grow with the same new extent twice" \
 	dmsetup message vol 0 grow "$new_sector:$new_blocks" "$new_sector:$new_blocks"
 expect_eq "$(dmsetup status vol)" "$status0" "status unchanged by refused messages"
 
 dmsetup suspend vol
 dmsetup message vol 0 snapshot
-expect_fail "second snapshot while one is held" dmsetup message vol 0 snapshot
+expect_fail -s 1 "second snapshot while one is held" dmsetup message vol 0 snapshot
 dmsetup resume vol
 refuse snaprw "read-only" "0 $size cowfile-snap $ORIGIN"
 dmsetup create --readonly vol-snap --table "0 $size cowfile-snap $ORIGIN"
-expect_fail "write to the image" dd if=/dev/zero of=/dev/mapper/vol-snap bs=4k count=1 oflag=direct
-expect_fail "release while the image exists" dmsetup message vol 0 release
+expect_fail -s 1 "write to the image" dd if=/dev/zero of=/dev/mapper/vol-snap bs=4k count=1 oflag=direct
+expect_fail -s 1 "release while the image exists" dmsetup message vol 0 release
 expect_eq "$(status_field vol 8)" active "snapshot still held"
 dmsetup remove vol-snap
 dmsetup message vol 0 release

@@ -68,8 +68,8 @@ expect_eq "$(status_field vol 1)" lost "tracking mode (the chunk map cannot be w
 echo "ok: a dm event fired"
 expect_region 0 /tmp/a.bin "data written before the failure"
 expect_region 32 /tmp/b.bin "data written while the store fails"
-expect_fail "image read of a copied chunk" dd if=/dev/mapper/vol-snap of=/dev/null bs=4k count=1 iflag=direct
-expect_fail "image read of an untouched chunk" dd if=/dev/mapper/vol-snap of=/dev/null bs=4k count=1 skip=20000 iflag=direct
+expect_fail -s 1 "image read of a copied chunk" dd if=/dev/mapper/vol-snap of=/dev/null bs=4k count=1 iflag=direct
+expect_fail -s 1 "image read of an untouched chunk" dd if=/dev/mapper/vol-snap of=/dev/null bs=4k count=1 skip=20000 iflag=direct
 fio --name=failing-store --filename=/dev/mapper/vol --rw=randwrite --bs=4k --size=16M --offset=64M \
 	--direct=1 --ioengine=libaio --iodepth=16 --verify=crc32c --do_verify=1 --verify_fatal=1 \
 	--output=/tmp/fio.out || { cat /tmp/fio.out; fail "fio verify while the store fails"; }
@@ -94,7 +94,7 @@ expect_eq "$(status_field vol 8)" invalid "the snapshot stays invalid"
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["full"] else 1)' /tmp/changes.json ||
 	{ cat /tmp/changes.json; fail "changes since the snapshot are not full"; }
 echo "ok: the next backup is full"
-expect_fail "an image of the invalid snapshot" \
+expect_fail -s 1 "an image of the invalid snapshot" \
 	dmsetup create --readonly vol-snap --table "0 $size cowfile-snap $ORIGIN"
 dmsetup message vol 0 release
 
@@ -108,7 +108,7 @@ expect_region 48 /tmp/a.bin "data written while the store is dead"
 expect_eq "$(status_field vol 1) $(status_field vol 8)" "lost invalid" "tracking and snapshot state"
 dmsetup remove vol
 echo "ok: remove works with a dead store"
-expect_fail "table load over a dead store" create_vol
+expect_fail -s 1 "table load over a dead store" create_vol
 dmesg | grep "cowfile: Cannot read the store superblock" || fail "the refusal does not say why"
 dmsetup create vol --table "0 $size linear $ORIGIN 0" # what on_exit removes
 swap_store "$STORE_HEALTHY"
