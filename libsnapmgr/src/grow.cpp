@@ -48,10 +48,29 @@ std::uint64_t grow(const std::string &name, std::uint64_t add_bytes, const Logge
 					     "to grow a file that is not what the kernel knows",
 					     config->store.string(), ec ? 0 : file_bytes, old_bytes));
 
+	// Refused, not failed, when the filesystem has no room: the file is left
+	// as it was, and the user can free space or ask for less.
+	const auto no_room = [&](std::uint64_t free_bytes) {
+		return UsageError(config->store.string(), ENOSPC,
+				  fmt::format("cannot add {} bytes to {}: its filesystem has {} "
+					      "bytes free; free space there or grow by less",
+					      add_bytes, config->store.string(), free_bytes));
+	};
+	struct statvfs fs {};
+	if (::statvfs(config->store.parent_path().c_str(), &fs) == 0 &&
+	    std::uint64_t(fs.f_bavail) * fs.f_frsize < add_bytes)
+		throw no_room(std::uint64_t(fs.f_bavail) * fs.f_frsize);
 	if (log)
 		log(fmt::format("preallocating {} more bytes for {}", add_bytes,
 				config->store.string()));
-	auto extents = StoreFile::extend(config->store, add_bytes);
+	std::vector<StoreExtent> extents;
+	try {
+		extents = StoreFile::extend(config->store, add_bytes);
+	} catch (const StoreError &e) {
+		if (e.error_number() != ENOSPC)
+			throw;
+		throw no_room(std::uint64_t(fs.f_bavail) * fs.f_frsize);
+	}
 	auto added = extents_from_block(extents, sb.store_blocks);
 	std::uint64_t accepted = sb.store_blocks;
 	try {

@@ -241,6 +241,20 @@ std::string resolve_mount_point(const std::string &path)
 	return probe_device(m.major, m.minor).path;
 }
 
+// A store on a filesystem that cannot hold one (tmpfs, btrfs, ...) is a
+// request refused, not an action that failed: StoreFile::create has left
+// nothing behind, so the error says so as a UsageError.
+CreatedStore create_store(const StoreCreateOptions &store)
+{
+	try {
+		return StoreFile::create(store);
+	} catch (const StoreError &e) {
+		if (e.error_number() == EOPNOTSUPP)
+			throw UsageError(e.object(), e.error_number(), e.what());
+		throw;
+	}
+}
+
 struct Plan {
 	BlockDevice device;
 	VolumeConfig config;
@@ -250,6 +264,12 @@ struct Plan {
 Plan plan_track(const TrackOptions &options, bool blank)
 {
 	Plan plan;
+	std::error_code missing;
+	if (!std::filesystem::exists(options.device, missing) && !missing)
+		throw UsageError(options.device, ENOENT,
+				 fmt::format("{} does not exist: name a block device or the mount "
+					     "point of one",
+					     options.device));
 	const std::string device_path = resolve_mount_point(options.device);
 	plan.device = probe_device(device_path);
 	const BlockDevice &d = plan.device;
@@ -331,7 +351,7 @@ TrackResult do_track(const TrackOptions &options, bool blank)
 	store.origin_sectors = d.sectors();
 	say(options.log, fmt::format("creating the store {} ({} bytes)", c.store.string(),
 				     store.size_bytes));
-	CreatedStore created = StoreFile::create(store);
+	CreatedStore created = create_store(store);
 	rollback.add(fmt::format("remove {}", c.store.string()),
 		     [&] { StoreFile::destroy(c.store); });
 	c.sb_sector = created.sb_sector;

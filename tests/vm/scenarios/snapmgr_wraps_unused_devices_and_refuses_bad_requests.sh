@@ -115,7 +115,7 @@ mkfs.ext4 -q -b 4096 "$ext4_dev"
 mkdir /mnt/stores/not-a-mount
 before_dm=$(dm_names)
 before_conf=$(conf_names)
-expect_fail "track a missing device" "$SNAPMGR" track /dev/nonexistent
+expect_fail -s 2 "track a missing device" "$SNAPMGR" track /dev/nonexistent
 expect_fail -s 2 "track a tracked volume" "$SNAPMGR" track /dev/mapper/data
 expect_fail -s 2 "track twice under one name" "$SNAPMGR" track "$store_disk" --name data
 expect_fail -s 2 "track with a bad name" "$SNAPMGR" track "$blank" --name 'bad/name'
@@ -131,7 +131,7 @@ expect_fail -s 2 "backup over a file that is not an image" "$SNAPMGR" backup dat
 expect_eq "$(cat /tmp/not-an-image)" junk "file not overwritten"
 tmpfs_dir=$(mktemp -d /dev/shm/st.XXXX)
 spare=$(new_loop 64M)
-expect_fail "store on tmpfs" "$SNAPMGR" track "$spare" --name spare --store "$tmpfs_dir/s.store"
+expect_fail -s 2 "store on tmpfs" "$SNAPMGR" track "$spare" --name spare --store "$tmpfs_dir/s.store"
 [ ! -e "$tmpfs_dir/s.store" ] || fail "a refused store file was left behind"
 expect_fail -s 2 "store on another tracked volume" "$SNAPMGR" track "$spare" --name spare --store /mnt/data/s.store
 [ ! -e /mnt/data/s.store ] || fail "a refused store file was left on another tracked volume"
@@ -169,7 +169,7 @@ mkdir -p /mnt/btrfs
 mount "$btrfs_dev" /mnt/btrfs
 on_exit "umount /mnt/btrfs"
 expect_fail -s 2 "track a mounted btrfs" "$SNAPMGR" track "$btrfs_dev" --name b
-expect_fail "store on btrfs" "$SNAPMGR" track "$spare" --name spare --store /mnt/btrfs/s.store
+expect_fail -s 2 "store on btrfs" "$SNAPMGR" track "$spare" --name spare --store /mnt/btrfs/s.store
 [ ! -e /mnt/btrfs/s.store ] || fail "a refused store file was left on btrfs"
 full_dev=$(new_loop 16M)
 mkfs.ext4 -q -b 4096 "$full_dev"
