@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <functional>
 #include <vector>
 
@@ -204,10 +205,22 @@ BlockDevice find_plain_device(const VolumeConfig &c)
 void refuse_store_on_other_volume(const std::filesystem::path &store, const BlockDevice &volume)
 {
 	auto dir = store.parent_path();
-	MountedOn m = mount_of(dir.empty() ? "." : dir.string());
-	if (m.major == volume.major && m.minor == volume.minor)
+	struct stat st{};
+	if (::stat(dir.empty() ? "." : dir.c_str(), &st) < 0) {
+		int e = errno;
+		throw UsageError(store.string(), e,
+				 fmt::format("{}: cannot put the store there: {}", store.string(),
+					     std::strerror(e)));
+	}
+	const unsigned major = ::major(st.st_dev), minor = ::minor(st.st_dev);
+	if (major == volume.major && minor == volume.minor)
 		return;
-	BlockDevice holder = probe_device(m.major, m.minor);
+	// tmpfs and btrfs have no block device of their own, so no wrapper
+	// either; StoreFile::create refuses their filesystems.
+	std::error_code ec;
+	if (!std::filesystem::exists(fmt::format("/sys/dev/block/{}:{}", major, minor), ec))
+		return;
+	BlockDevice holder = probe_device(major, minor);
 	if (holder.dm && attached_table(holder.dm->name))
 		throw UsageError(store.string(), EINVAL,
 				 fmt::format("{} would live on {}, another tracked volume; put the "
