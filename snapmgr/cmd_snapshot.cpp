@@ -2,8 +2,27 @@
 #include "command.hpp"
 
 #include <memory>
+#include <optional>
 
 namespace snapmgr::cli {
+
+namespace {
+
+// Right after a snapshot its store is empty, so it cannot be nearly full
+// yet; but if the volume writes as much while the snapshot is held as it
+// did since the last one, the store fills and the snapshot is lost.
+std::optional<std::string> store_too_small(const SnapshotResult &r)
+{
+	if (r.changed_bytes <= r.store_copy_bytes)
+		return std::nullopt;
+	return fmt::format("{}: the store's copy room ({} bytes) is smaller than what the volume "
+			   "wrote since its previous snapshot ({} bytes): as much written while this "
+			   "snapshot is held would fill it and lose the snapshot; grow the store "
+			   "(snapmgr grow {} SIZE) or keep snapmgr monitor {} running",
+			   r.name, r.store_copy_bytes, r.changed_bytes, r.name, r.name);
+}
+
+} // namespace
 
 void add_snapshot(CLI::App &app, Context &ctx)
 {
@@ -16,13 +35,21 @@ void add_snapshot(CLI::App &app, Context &ctx)
 			auto results = snapshot(*names, ctx.logger());
 			json out = json::array();
 			for (const auto &r : results) {
+				json warnings = json::array();
+				if (auto w = store_too_small(r)) {
+					fmt::print(stderr, "snapmgr: warning: {}\n", *w);
+					warnings.push_back(*w);
+				}
 				if (ctx.as_json)
 					out.push_back({{"name", r.name},
 						       {"image", r.image},
 						       {"generation", r.generation},
 						       {"epoch", r.epoch},
 						       {"position", fmt::format("{}:{}", r.generation,
-										r.epoch)}});
+										r.epoch)},
+						       {"changed_bytes", r.changed_bytes},
+						       {"store_copy_bytes", r.store_copy_bytes},
+						       {"warnings", warnings}});
 				else
 					fmt::print("{}: snapshot of epoch {} at {}, position {}:{}\n",
 						   r.name, r.epoch, r.image, r.generation, r.epoch);

@@ -27,6 +27,7 @@ struct Member {
 	bool suspended = false;
 	bool snapped = false;
 	bool imaged = false;
+	std::uint64_t changed_bytes = 0; // written in the epoch the snapshot closes
 };
 
 UsageError held_snapshot(const std::string &name, const CowfileStatus &s)
@@ -107,6 +108,9 @@ std::vector<SnapshotResult> snapshot(const std::vector<std::string> &requested, 
 			m.suspended = true;
 		}
 		for (Member &m : members) {
+			// Suspended, the epoch's chunk count is final.
+			CowfileStatus s = kernel_status(m.name);
+			m.changed_bytes = s.marked * s.chunk_sectors * 512;
 			dm::message(m.name, COWFILE_MSG_SNAPSHOT);
 			m.snapped = true;
 		}
@@ -130,7 +134,8 @@ std::vector<SnapshotResult> snapshot(const std::vector<std::string> &requested, 
 	for (const Member &m : members) {
 		CowfileStatus s = kernel_status(m.name);
 		results.push_back({m.name, dm::device_path(image_name(m.name)), s.generation,
-				   s.snap_epoch});
+				   s.snap_epoch, m.changed_bytes,
+				   s.slots * s.chunk_sectors * 512});
 	}
 	return results;
 }

@@ -94,6 +94,11 @@ struct SnapshotResult {
 	std::string image;  // /dev/mapper/<name>-snap
 	std::string generation;
 	std::uint64_t epoch = 0; // the epoch the snapshot closed
+	// What that epoch wrote (its chunks, since the previous snapshot or
+	// the generation's start) and the store's copy room: as much written
+	// again while the snapshot is held would fill the store.
+	std::uint64_t changed_bytes = 0;
+	std::uint64_t store_copy_bytes = 0;
 };
 // One instant for all the named volumes: suspend all (freezing their
 // filesystems), snapshot each, resume all, then create the read-only image

@@ -63,10 +63,11 @@ echo "ok: refused with status 2, nothing frozen, the snapshot and its image as t
 
 log "released, reset starts a new generation"
 "$SNAPMGR" release data
-"$SNAPMGR" reset data
+"$SNAPMGR" reset data > /tmp/reset.out
 new=$(field generation)
 start=$(field epoch) # where the new generation begins
 [ "$new" != "$gen" ] || fail "reset kept generation $gen"
+expect_eq "$(cat /tmp/reset.out)" "data: new generation $new" "reset's output"
 expect_eq "$(field state)" tracking "state after reset"
 "$SNAPMGR" --json changes data --since "$gen:$epoch" > /tmp/changes.json
 expect_eq "$(json_get '["backup_type"]' < /tmp/changes.json)" full "changes since the old generation"
