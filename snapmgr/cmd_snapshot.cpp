@@ -37,7 +37,7 @@ void add_snapshot(CLI::App &app, Context &ctx)
 			for (const auto &r : results) {
 				json warnings = json::array();
 				if (auto w = store_too_small(r)) {
-					fmt::print(stderr, "snapmgr: warning: {}\n", *w);
+					ctx.report(Severity::warning, *w);
 					warnings.push_back(*w);
 				}
 				if (ctx.as_json)

@@ -32,7 +32,9 @@ struct Context {
 	// Set by the chosen command's parse callback, run once parsing is done.
 	std::function<int()> run;
 
-	// Steps the library reports, on stderr with --verbose.
+	// On stderr: steps with --verbose, warnings and errors always.
+	void report(Severity severity, std::string_view text) const;
+	// Passes what the library reports to report().
 	Logger logger() const;
 	void print_json(const json &value) const;
 };

@@ -10,11 +10,27 @@
 
 namespace snapmgr::cli {
 
+// Steps only with -v; warnings and errors always, a failed rollback above
+// all: that is when the user has something to put right.
+void Context::report(Severity severity, std::string_view text) const
+{
+	switch (severity) {
+	case Severity::step:
+		if (verbose)
+			fmt::print(stderr, "snapmgr: {}\n", text);
+		break;
+	case Severity::warning:
+		fmt::print(stderr, "snapmgr: warning: {}\n", text);
+		break;
+	case Severity::error:
+		fmt::print(stderr, "snapmgr: error: {}\n", text);
+		break;
+	}
+}
+
 Logger Context::logger() const
 {
-	if (!verbose)
-		return {};
-	return [](std::string_view text) { fmt::print(stderr, "snapmgr: {}\n", text); };
+	return [this](Severity severity, std::string_view text) { report(severity, text); };
 }
 
 // Labels and names come from the system as bytes, not always UTF-8: such

@@ -20,6 +20,7 @@
 #include "snapmgr/device.hpp"
 #include "snapmgr/dm.hpp"
 #include "snapmgr/error.hpp"
+#include "log.hpp"
 #include "store_check.hpp"
 #include "throw_errno.hpp"
 #include "volume_devices.hpp"
@@ -212,8 +213,7 @@ GiveBack give_back(const VolumeConfig &c, const std::string &why, const Logger &
 					      "the volume again",
 					      out.store_note));
 	kernel_log(text);
-	if (log)
-		log(text);
+	log_warning(log, text);
 	if (device && !device->dm && !held_by_wrapper(*device))
 		retrigger(device->kernel_name);
 	return out;

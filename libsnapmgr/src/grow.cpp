@@ -13,6 +13,7 @@
 
 #include "snapmgr/dm.hpp"
 #include "snapmgr/error.hpp"
+#include "log.hpp"
 #include "volume_devices.hpp"
 
 namespace snapmgr {
@@ -60,9 +61,8 @@ std::uint64_t grow(const std::string &name, std::uint64_t add_bytes, const Logge
 	if (::statvfs(config->store.parent_path().c_str(), &fs) == 0 &&
 	    std::uint64_t(fs.f_bavail) * fs.f_frsize < add_bytes)
 		throw no_room(std::uint64_t(fs.f_bavail) * fs.f_frsize);
-	if (log)
-		log(fmt::format("preallocating {} more bytes for {}", add_bytes,
-				config->store.string()));
+	log_step(log, fmt::format("preallocating {} more bytes for {}", add_bytes,
+				  config->store.string()));
 	std::vector<StoreExtent> extents;
 	try {
 		extents = StoreFile::extend(config->store, add_bytes);
@@ -100,8 +100,9 @@ std::uint64_t grow(const std::string &name, std::uint64_t add_bytes, const Logge
 		try {
 			StoreFile::shrink(config->store, accepted * store_block_size);
 		} catch (const std::exception &e) {
-			if (log)
-				log(fmt::format("rollback: {}", e.what()));
+			log_error(log, fmt::format("rollback: cannot cut {} back to {} bytes: {}",
+						   config->store.string(),
+						   accepted * store_block_size, e.what()));
 		}
 		throw;
 	}

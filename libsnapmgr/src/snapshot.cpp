@@ -9,17 +9,12 @@
 
 #include "snapmgr/dm.hpp"
 #include "snapmgr/error.hpp"
+#include "log.hpp"
 #include "volume_devices.hpp"
 
 namespace snapmgr {
 
 namespace {
-
-void say(const Logger &log, const std::string &text)
-{
-	if (log)
-		log(text);
-}
 
 struct Member {
 	std::string name;
@@ -71,7 +66,7 @@ void undo(std::vector<Member> &members, const Logger &log)
 				step();
 				done = false;
 			} catch (const std::exception &e) {
-				say(log, fmt::format("rollback: cannot {} {}: {}", what, it->name,
+				log_error(log, fmt::format("rollback: cannot {} {}: {}", what, it->name,
 						     e.what()));
 			}
 		};
@@ -103,7 +98,7 @@ std::vector<SnapshotResult> snapshot(const std::vector<std::string> &requested, 
 
 	try {
 		for (Member &m : members) {
-			say(log, fmt::format("suspending {} (its filesystem is frozen)", m.name));
+			log_step(log, fmt::format("suspending {} (its filesystem is frozen)", m.name));
 			dm::suspend(m.name);
 			m.suspended = true;
 		}
@@ -119,7 +114,7 @@ std::vector<SnapshotResult> snapshot(const std::vector<std::string> &requested, 
 			m.suspended = false;
 		}
 		for (Member &m : members) {
-			say(log, fmt::format("creating the image {}",
+			log_step(log, fmt::format("creating the image {}",
 					     dm::device_path(image_name(m.name))));
 			StoreReader store = open_attached_store(m.table);
 			create_image(m.name, m.table, store.superblock().store_uuid);
@@ -156,7 +151,7 @@ void release(const std::string &name, const Logger &log)
 					 fmt::format("the image {} is open (mounted, or a backup is "
 						     "reading it); close it first",
 						     dm::device_path(image)));
-		say(log, fmt::format("removing the image {}", dm::device_path(image)));
+		log_step(log, fmt::format("removing the image {}", dm::device_path(image)));
 		dm::remove(image);
 	}
 	if (s.snap_state != SnapState::none)
@@ -175,7 +170,7 @@ void reset(const std::string &name, const Logger &log)
 	const CowfileStatus k = kernel_status(name);
 	if (k.snap_state != SnapState::none)
 		throw held_snapshot(name, k);
-	say(log, fmt::format("suspending {} to start a new generation", name));
+	log_step(log, fmt::format("suspending {} to start a new generation", name));
 	dm::suspend(name);
 	try {
 		dm::message(name, COWFILE_MSG_NEW_GENERATION);

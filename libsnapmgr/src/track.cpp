@@ -17,6 +17,7 @@
 #include "snapmgr/device.hpp"
 #include "snapmgr/dm.hpp"
 #include "snapmgr/error.hpp"
+#include "log.hpp"
 #include "store_check.hpp"
 #include "volume_devices.hpp"
 
@@ -25,12 +26,6 @@ namespace snapmgr {
 namespace {
 
 constexpr std::uint64_t min_default_store = 64ull << 20;
-
-void say(const Logger &log, const std::string &text)
-{
-	if (log)
-		log(text);
-}
 
 // Undo steps run in reverse order unless the operation commits. An undo
 // that fails too is reported through the logger: the original error is the
@@ -48,7 +43,7 @@ public:
 			try {
 				it->second();
 			} catch (const std::exception &e) {
-				say(log_, fmt::format("rollback: cannot {}: {}", it->first, e.what()));
+				log_error(log_, fmt::format("rollback: cannot {}: {}", it->first, e.what()));
 			}
 		}
 	}
@@ -139,12 +134,12 @@ void insert_wrapper(const VolumeConfig &config, const Logger &log)
 		sectors = std::max(sectors, t.start + t.length);
 
 	Rollback rollback(log);
-	say(log, fmt::format("creating {} with the table of {}", real, name));
+	log_step(log, fmt::format("creating {} with the table of {}", real, name));
 	dm::create(real, dm_uuid(config.store_uuid, "-real"), old, info && info->read_only);
 	rollback.add(fmt::format("remove {}", real), [&] { dm::remove(real); });
 
 	const CowfileTable table = make_table(config, sectors, dm::device_number(real));
-	say(log, fmt::format("loading cowfile over {} into {}", real, name));
+	log_step(log, fmt::format("loading cowfile over {} into {}", real, name));
 	try {
 		dm::load(name, {table.target()});
 	} catch (const DeviceError &e) {
@@ -152,7 +147,7 @@ void insert_wrapper(const VolumeConfig &config, const Logger &log)
 	}
 	rollback.add(fmt::format("clear the new table of {}", name), [&] { dm::clear(name); });
 
-	say(log, fmt::format("suspending {} (its filesystem is frozen)", name));
+	log_step(log, fmt::format("suspending {} (its filesystem is frozen)", name));
 	dm::suspend(name);
 	rollback.add(fmt::format("resume {}", name), [&] { dm::resume(name); });
 	dm::resume(name);
@@ -163,7 +158,7 @@ void insert_wrapper(const VolumeConfig &config, const Logger &log)
 void create_wrapper(const VolumeConfig &config, const BlockDevice &device, const Logger &log)
 {
 	const CowfileTable table = make_table(config, device.sectors(), device.number());
-	say(log, fmt::format("creating {} over {}", dm::device_path(config.name), device.path));
+	log_step(log, fmt::format("creating {} over {}", dm::device_path(config.name), device.path));
 	try {
 		dm::create(config.name, dm_uuid(config.store_uuid), {table.target()});
 	} catch (const DeviceError &e) {
@@ -362,7 +357,7 @@ TrackResult do_track(const TrackOptions &options, bool blank)
 					       : default_store_bytes(d.size_bytes);
 	store.chunk_sectors = options.chunk_sectors;
 	store.origin_sectors = d.sectors();
-	say(options.log, fmt::format("creating the store {} ({} bytes)", c.store.string(),
+	log_step(options.log, fmt::format("creating the store {} ({} bytes)", c.store.string(),
 				     store.size_bytes));
 	CreatedStore created = create_store(store);
 	rollback.add(fmt::format("remove {}", c.store.string()),
@@ -506,7 +501,7 @@ std::vector<ReattachResult> reattach(const std::vector<std::string> &names,
 			// A snapshot held across the reboot gets its image back.
 			if (kernel_status(c.name).snap_state == SnapState::active &&
 			    !dm_exists(image_name(c.name))) {
-				say(log, fmt::format("creating the image of the held snapshot of {}",
+				log_step(log, fmt::format("creating the image of the held snapshot of {}",
 						     c.name));
 				create_image(c.name, *attached_table(c.name), c.store_uuid);
 			}
@@ -544,8 +539,8 @@ void untrack_at_next_boot(const std::string &name, const std::optional<VolumeCon
 					     "to stop tracking at the next boot",
 					     dm::device_path(name)));
 	remove_config(name);
-	say(options.log,
-	    fmt::format("{} is in use: it stays wrapped until the next boot, which leaves it "
+	log_warning(options.log,
+		    fmt::format("{} is in use: it stays wrapped until the next boot, which leaves it "
 			"unwrapped (rebuild the initramfs first if it holds the configuration: "
 			"dracut -f); then remove the store with cowfile-store destroy {}",
 			dm::device_path(name), config->store.string()));
@@ -569,7 +564,7 @@ void untrack_locked(const std::string &name, const UntrackOptions &options)
 		const std::string real = real_name(name);
 		if (dm_exists(real) && dm::device_number(real) == table->origin) {
 			const dm::Table old = dm::table(real);
-			say(options.log, fmt::format("restoring the original table of {}", name));
+			log_step(options.log, fmt::format("restoring the original table of {}", name));
 			dm::load(name, old);
 			try {
 				dm::suspend(name);
@@ -583,17 +578,17 @@ void untrack_locked(const std::string &name, const UntrackOptions &options)
 			auto info = dm::info(name);
 			if (info && info->open_count > 0)
 				return untrack_at_next_boot(name, config, options);
-			say(options.log, fmt::format("removing {}", dm::device_path(name)));
+			log_step(options.log, fmt::format("removing {}", dm::device_path(name)));
 			dm::remove(name);
 		}
 	}
 	if (config && !options.keep_store) {
 		std::error_code ec;
 		if (std::filesystem::exists(config->store, ec)) {
-			say(options.log, fmt::format("removing the store {}", config->store.string()));
+			log_step(options.log, fmt::format("removing the store {}", config->store.string()));
 			StoreFile::destroy(config->store);
 		} else {
-			say(options.log, fmt::format("the store {} is not reachable (its filesystem "
+			log_warning(options.log, fmt::format("the store {} is not reachable (its filesystem "
 						     "is not mounted); remove it later with "
 						     "cowfile-store destroy",
 						     config->store.string()));

@@ -23,8 +23,13 @@
 
 namespace snapmgr {
 
-// Progress and decisions the caller may want to show ("creating vg-lv-real").
-using Logger = std::function<void(std::string_view)>;
+// How much a message from the library matters. A step is progress the
+// caller may show ("creating vg-lv-real"); a warning is something the user
+// should know although the command did what it was asked (the device stays
+// wrapped until the next boot); an error is something the library could not
+// do or undo (a rollback step that failed), which the user must put right.
+enum class Severity { step, warning, error };
+using Logger = std::function<void(Severity, std::string_view)>;
 
 struct TrackOptions {
 	std::string device;                        // the volume to track

@@ -11,7 +11,8 @@
 #    command prints;
 #  - a release waits for a backup holding the volume's lock;
 #  - a snapshot of two volumes that fails on the second (its store device
-#    errors) leaves no snapshot and both volumes resumed, writable;
+#    errors) leaves no snapshot and both volumes resumed, writable; a
+#    rollback step that fails too is shown as an error without -v;
 #  - cowfile-store destroy removes a kept store and refuses one in use.
 . "$(dirname "$0")/../lib.sh"
 load_modules
@@ -272,6 +273,56 @@ done
 timeout 30 dd if=/dev/urandom of=/mnt/data/after-failed-snapshot bs=1M count=1 conv=fsync status=none ||
 	fail "data's filesystem does not take writes after the failed snapshot"
 echo "ok: data's filesystem takes writes"
+
+log "a rollback step that fails is shown without -v, as an error"
+# An ioctl shim fails the undo's release of data's snapshot (EIO): data is
+# left holding it, so the user must be told, verbose or not.
+cat > /tmp/fail_release.c <<'EOF'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <linux/dm-ioctl.h>
+
+int ioctl(int fd, unsigned long request, ...)
+{
+	static int (*real)(int, unsigned long, void *);
+	const char *victim = getenv("FAIL_RELEASE_OF");
+	va_list ap;
+	void *arg;
+
+	va_start(ap, request);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	if (!real)
+		real = (int (*)(int, unsigned long, void *))dlsym(RTLD_NEXT, "ioctl");
+	if (request == DM_TARGET_MSG && victim) {
+		struct dm_ioctl *dmi = arg;
+		struct dm_target_msg *msg = (void *)((char *)dmi + dmi->data_start);
+
+		if (!strcmp(dmi->name, victim) && !strcmp(msg->message, "release")) {
+			errno = EIO;
+			return -1;
+		}
+	}
+	return real(fd, request, arg);
+}
+EOF
+gcc -shared -fPIC -O2 -o /tmp/fail_release.so /tmp/fail_release.c -ldl
+rc=0
+FAIL_RELEASE_OF=data LD_PRELOAD=/tmp/fail_release.so "$SNAPMGR" snapshot data zbad 2> /tmp/err.txt || rc=$?
+cat /tmp/err.txt
+expect_eq $rc 1 "status of a snapshot whose rollback failed"
+grep -q "^snapmgr: error: rollback: cannot release the snapshot of data: " /tmp/err.txt ||
+	fail "the rollback step that failed is not shown without -v"
+grep -q "suspending" /tmp/err.txt && fail "steps are shown without -v"
+expect_eq "$(status_field data 8)" active "data's snapshot, which the rollback could not release"
+expect_eq "$(dmsetup info data | awk '/^State:/ { print $2 }')" ACTIVE "data after the failed rollback"
+"$SNAPMGR" release data
+echo "ok: the failed rollback step is shown as an error, without -v"
 dmsetup suspend storedev
 dmsetup load storedev --table "$STORE_HEALTHY"
 dmsetup resume storedev
