@@ -328,6 +328,12 @@ BackupResult backup(const std::string &name, const fs::path &image, const Backup
 
 	std::vector<ByteRange> ranges = result.full ? std::vector<ByteRange>{{0, ch.size_bytes}}
 						    : ch.set.ranges;
+	// The image holds this very snapshot already. The chunk map keeps only
+	// each chunk's last epoch, so the changes since a position include the
+	// chunks written after the snapshot too (the image reads them as they
+	// were); between a position and itself nothing changed.
+	if (since && since->generation == ch.now.generation && since->epoch == ch.now.epoch)
+		ranges.clear();
 	std::uint64_t total = 0;
 	for (const auto &r : ranges)
 		total += r.length;
