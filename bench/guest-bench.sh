@@ -7,7 +7,7 @@
 # $VM_RESULTS/bench.jsonl.
 . "$SNAPMGR_SOURCE_DIR/tests/vm/lib.sh"
 REPEATS=${BENCH_REPEATS:-3}
-CONFIGS=${BENCH_CONFIGS:-"raw linear cowfile_track cowfile_snap era snapshot thin linear_fs cowfile_snap_fs"}
+CONFIGS=${BENCH_CONFIGS:-"raw linear cowfile_track cowfile_snap era snapshot snapshot4k thin linear_fs cowfile_snap_fs"}
 [ "$CONFIGS" = none ] && CONFIGS="" # the backup timings only
 STEADY_SECONDS=${BENCH_STEADY_SECONDS:-8}
 CHUNK_SECTORS=128 # 64 KiB for every target
@@ -54,13 +54,16 @@ setup_era() {
 	dmsetup create bench --table "0 $OSZ era /dev/vdc $ORIGIN $CHUNK_SECTORS"
 	DEV=/dev/mapper/bench
 }
+# setup_snapshot [CHUNK_SECTORS]: dm-snapshot, 64 KiB chunks unless given.
 setup_snapshot() {
 	dd if=/dev/zero of=/dev/vdc bs=1M count=8 oflag=direct status=none
 	dmsetup create bench-cow --table "0 $(dev_sectors /dev/vdc) linear /dev/vdc 0"
 	dmsetup create bench --table "0 $OSZ snapshot-origin $ORIGIN"
-	dmsetup create bench-snap --table "0 $OSZ snapshot $ORIGIN /dev/mapper/bench-cow P $CHUNK_SECTORS"
+	dmsetup create bench-snap --table "0 $OSZ snapshot $ORIGIN /dev/mapper/bench-cow P ${1:-$CHUNK_SECTORS}"
 	DEV=/dev/mapper/bench
 }
+# LVM's default snapshot chunk size.
+setup_snapshot4k() { setup_snapshot 8; }
 # dm-thin's data device is the origin disk; the thin volume is half of it so
 # that breaking sharing after the snapshot has free blocks to go to.
 setup_thin() {
@@ -124,8 +127,16 @@ teardown() {
 # Copy-on-write space used so far, in bytes (0 where there is none).
 cow_bytes() {
 	case $1 in
-	cowfile_snap | cowfile_snap_fs) echo $(( $(status_field bench 7 | cut -d/ -f1) * CHUNK_SECTORS * 512 )) ;;
-	snapshot) dmsetup status bench-snap | awk '{ split($4, a, "/"); print a[1] * 512 }' ;;
+	cowfile_snap | cowfile_snap_fs) echo $(( $(status_field bench 7 | cut -d/ -f1) * 4096 )) ;;
+	snapshot | snapshot4k) dmsetup status bench-snap | awk '{ split($4, a, "/"); print a[1] * 512 }' ;;
+	*) echo 0 ;;
+	esac
+}
+
+# Bytes of origin data copied so far (the copies alone, 0 where unknown).
+copied_bytes() {
+	case $1 in
+	cowfile_snap | cowfile_snap_fs) echo $(( $(status_field bench 12) * 4096 )) ;;
 	*) echo 0 ;;
 	esac
 }
@@ -134,17 +145,20 @@ cow_bytes() {
 run_fio() {
 	local config=$1 repeat=$2 workload=$3
 	shift 3
-	local before after cow0 cow1
+	local before after cow0 cow1 copied0 copied1
 	sync
 	before=$(counters)
 	cow0=$(cow_bytes "$config")
+	copied0=$(copied_bytes "$config")
 	fio --name="$workload" --ioengine=libaio --direct=1 --output-format=json \
 		--output=/tmp/fio.json "$@"
 	after=$(counters)
 	cow1=$(cow_bytes "$config")
-	python3 - "$config" "$repeat" "$workload" "$before" "$after" $((cow1 - cow0)) >> "$out" <<'PY'
+	copied1=$(copied_bytes "$config")
+	python3 - "$config" "$repeat" "$workload" "$before" "$after" $((cow1 - cow0)) \
+		$((copied1 - copied0)) >> "$out" <<'PY'
 import json, sys
-config, repeat, workload, before, after, cow = sys.argv[1:7]
+config, repeat, workload, before, after, cow, copied = sys.argv[1:8]
 j = json.load(open("/tmp/fio.json"))["jobs"][0]
 # Latency of the writes when there are any (the reads of a mixed job are in
 # the totals); amplification per user I/O of either kind.
@@ -164,6 +178,7 @@ print(json.dumps({
     "reads_per_io": (a[0] - b[0]) / ios, "writes_per_io": (a[1] - b[1]) / ios,
     "kib_written_per_io": (a[2] - b[2]) / 2 / ios, "flushes_per_io": (a[3] - b[3]) / ios,
     "cow_bytes_per_byte": int(cow) / max(s["io_bytes"], 1),
+    "cow_bytes": int(cow), "copied_bytes": int(copied),
 }))
 PY
 	tail -n 1 "$out"
@@ -178,7 +193,11 @@ for repeat in $(seq 1 "$REPEATS"); do
 		# First pass: 4 KiB at the start of every 64 KiB chunk, once each.
 		run_fio "$config" "$repeat" first_write_qd16 --filename="$DEV" --rw=write:60k \
 			--bs=4k --iodepth=16 --size=$size --io_size=$((size / 16))
-		# Steady state: every chunk is marked (and copied) already.
+		# The same blocks again: marked and copied already.
+		run_fio "$config" "$repeat" rewrite_qd16 --filename="$DEV" --rw=write:60k \
+			--bs=4k --iodepth=16 --size=$size --io_size=$((size / 16))
+		# Random 4 KiB writes: every chunk is marked, but with a snapshot
+		# held most blocks are first touched (copied) here.
 		run_fio "$config" "$repeat" randwrite_qd16 --filename="$DEV" --rw=randwrite \
 			--bs=4k --iodepth=16 --size=$size --time_based --runtime="$STEADY_SECONDS"
 		run_fio "$config" "$repeat" randwrite_qd1 --filename="$DEV" --rw=randwrite \
@@ -193,6 +212,13 @@ for repeat in $(seq 1 "$REPEATS"); do
 				--bs=4k --iodepth=16 --size=$size --time_based --runtime="$STEADY_SECONDS"
 			run_fio "$config" "$repeat" randread_image --filename=/dev/mapper/bench-snap \
 				--rw=randread --bs=4k --iodepth=16 --size=$size --time_based \
+				--runtime="$STEADY_SECONDS"
+			# 1 MiB sequential reads of an image whose copies, after the
+			# random writes, are scattered through the store.
+			run_fio "$config" "$repeat" seqread_origin --filename="$DEV" --rw=read \
+				--bs=1M --iodepth=4 --size=$size --time_based --runtime="$STEADY_SECONDS"
+			run_fio "$config" "$repeat" seqread_image --filename=/dev/mapper/bench-snap \
+				--rw=read --bs=1M --iodepth=4 --size=$size --time_based \
 				--runtime="$STEADY_SECONDS"
 		fi
 		teardown
@@ -268,13 +294,12 @@ kill $AGENT
 echo "{\"config\": \"agent\", \"image_bytes\": $size, \"local_s\": $t_local, \"one_s\": $t_one, \"eight_s\": $t_eight, \"api_calls\": $api_calls}" >> "$out"
 tail -n 1 "$out"
 
-# ---- in-core memory of a 1 TiB origin (sparse, on the guest's tmpfs) ----
+# ---- in-core memory of a 1 TiB origin: dm-zero (writes dropped, reads of
+# zeros), so that 1 GiB of scattered 4 KiB copies costs no origin space ----
 log "in-core memory per TiB"
-mem_img=/tmp/mem-origin.img
-truncate -s 1T $mem_img
-modprobe loop
-mem_origin=$(losetup --find --show $mem_img)
-new_store /mnt/aux/mem.store 200M "$mem_origin" > /dev/null
+dmsetup create benchzero --table "0 $((1 << 31)) zero"
+mem_origin=/dev/mapper/benchzero
+new_store /mnt/aux/mem.store 1100M "$mem_origin" > /dev/null
 dmsetup create benchmem --table "0 $(dev_sectors "$mem_origin") cowfile $mem_origin $STORE_DEV $SB_SECTOR"
 # write_spread FIRST_BLOCK: one 4 KiB write every 4 GiB over the whole TiB.
 write_spread() {
@@ -284,18 +309,28 @@ write_spread() {
 			oflag=direct status=none
 	done
 }
+# Slab bytes of the radix tree nodes (the xarray of copies) and vmalloc bytes.
+radix_bytes() { awk '$1 == "radix_tree_node" { print $3 * $4 }' /proc/slabinfo; }
+vmalloc_bytes() { awk '/^VmallocUsed/ { print $2 * 1024 }' /proc/meminfo; }
 core_idle=$(status_field benchmem 11)
 write_spread 0
 core_written=$(status_field benchmem 11)
 dmsetup suspend benchmem
 dmsetup message benchmem 0 snapshot
 dmsetup resume benchmem
-write_spread 16
+radix0=$(radix_bytes)
+vmalloc0=$(vmalloc_bytes)
+# 1 GiB of 4 KiB writes at random places, each block once.
+fio --name=scatter --filename=/dev/mapper/benchmem --rw=randwrite --bs=4k --iodepth=16 \
+	--ioengine=libaio --direct=1 --io_size=1G --output=/dev/null
 core_snap=$(status_field benchmem 11)
+copied=$(status_field benchmem 12)
+radix1=$(radix_bytes)
+vmalloc1=$(vmalloc_bytes)
+expect_eq "$(status_field benchmem 8)" active "snapshot after 1 GiB of scattered copies"
 dmsetup message benchmem 0 release
 dmsetup remove benchmem
+dmsetup remove benchzero
 "$COWFILE_STORE" destroy /mnt/aux/mem.store
-losetup -d "$mem_origin"
-rm -f $mem_img
-echo "{\"config\": \"memory\", \"origin_bytes\": $((1 << 40)), \"idle\": $core_idle, \"after_writes\": $core_written, \"snapshot_held\": $core_snap}" >> "$out"
+echo "{\"config\": \"memory\", \"origin_bytes\": $((1 << 40)), \"idle\": $core_idle, \"after_writes\": $core_written, \"snapshot_held\": $core_snap, \"copied_blocks\": $copied, \"radix_tree_bytes\": $((radix1 - radix0)), \"vmalloc_bytes\": $((vmalloc1 - vmalloc0))}" >> "$out"
 tail -n 1 "$out"

@@ -2,7 +2,7 @@
 """Turns bench.jsonl (one line per measurement) into the markdown report:
 medians, ratios to dm-linear (and to dm-snapshot for the snapshot
 configurations) paired by repeat, I/O amplification from the block-layer
-counters, and the targets of issue 8 checked against the numbers."""
+counters, and the targets of issues 8 and 18 checked against the numbers."""
 import argparse
 import datetime
 import json
@@ -15,12 +15,15 @@ LABEL = {
     "cowfile_track": "cowfile, tracking only",
     "cowfile_snap": "cowfile, snapshot held (store on a 2nd disk)",
     "era": "dm-era (tracking peer)",
-    "snapshot": "dm-snapshot persistent (classic LVM)",
+    "snapshot": "dm-snapshot persistent, 64 KiB chunks",
+    "snapshot4k": "dm-snapshot persistent, 4 KiB chunks (LVM's default)",
     "thin": "dm-thin, after a snapshot",
     "linear_fs": "dm-linear, ext4 on it, fio on a file",
     "cowfile_snap_fs": "cowfile, snapshot held, store on that same ext4",
 }
-WORKLOADS = ["first_write_qd16", "randwrite_qd16", "randwrite_qd1", "seqwrite_64k", "mixed_70r_qd16"]
+WORKLOADS = ["first_write_qd16", "rewrite_qd16", "randwrite_qd16", "randwrite_qd1", "seqwrite_64k",
+             "mixed_70r_qd16"]
+SNAPSHOTS = ("cowfile_snap", "thin", "snapshot4k")
 
 
 def spread(values):
@@ -37,6 +40,18 @@ def paired_ratios(runs, config, base, workload):
     a = {r["repeat"]: r["iops"] for r in runs[(config, workload)]}
     b = {r["repeat"]: r["iops"] for r in runs[(base, workload)]}
     return [a[k] / b[k] for k in a if k in b and b[k]]
+
+
+def store_per_copied(rs):
+    """Store bytes taken per byte of origin data copied (records included)."""
+    copied = sum(r.get("copied_bytes", 0) for r in rs)
+    return sum(r.get("cow_bytes", 0) for r in rs) / copied if copied else None
+
+
+def image_vs_origin(runs, origin_workload, image_workload):
+    o = {r["repeat"]: r["iops"] for r in runs.get(("cowfile_snap", origin_workload), [])}
+    return [r["iops"] / o[r["repeat"]] for r in runs.get(("cowfile_snap", image_workload), [])
+            if o.get(r["repeat"])]
 
 
 def main():
@@ -74,9 +89,10 @@ def main():
         if not any((c, w) in runs for c in configs):
             continue
         print(f"## {w}\n")
-        print("| target | IOPS (median) | vs dm-linear | vs dm-snapshot | p50 µs | p99 µs | "
-              "reads/io | writes/io | KiB written/io | flushes/io | COW bytes/byte |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| target | IOPS (median) | vs dm-linear | vs dm-snapshot 64K | vs dm-snapshot 4K | "
+              "p50 µs | p99 µs | reads/io | writes/io | KiB written/io | flushes/io | "
+              "COW bytes/byte | store bytes/byte copied |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for c in configs:
             rs = runs.get((c, w))
             if not rs:
@@ -84,23 +100,26 @@ def main():
             med = lambda k: statistics.median(r[k] for r in rs)
             base = base_of(c)
             vs_linear = spread(paired_ratios(runs, c, base, w)) if (base, w) in runs else "-"
-            vs_snap = (spread(paired_ratios(runs, c, "snapshot", w))
-                       if c in ("cowfile_snap", "thin") and ("snapshot", w) in runs else "-")
-            print(f"| {LABEL[c]} | {med('iops'):,.0f} | {vs_linear} | {vs_snap} | "
+            vs = [spread(paired_ratios(runs, c, peer, w))
+                  if c in SNAPSHOTS and c != peer and (peer, w) in runs else "-"
+                  for peer in ("snapshot", "snapshot4k")]
+            per_copied = store_per_copied(rs)
+            print(f"| {LABEL[c]} | {med('iops'):,.0f} | {vs_linear} | {vs[0]} | {vs[1]} | "
                   f"{med('p50_us'):.0f} | {med('p99_us'):.0f} | {med('reads_per_io'):.2f} | "
                   f"{med('writes_per_io'):.2f} | {med('kib_written_per_io'):.1f} | "
-                  f"{med('flushes_per_io'):.3f} | {med('cow_bytes_per_byte'):.1f} |")
+                  f"{med('flushes_per_io'):.3f} | {med('cow_bytes_per_byte'):.2f} | "
+                  f"{f'{per_copied:.3f}' if per_copied else '-'} |")
         print()
 
-    origin = runs.get(("cowfile_snap", "randread_origin"), [])
-    image = runs.get(("cowfile_snap", "randread_image"), [])
-    ratios = []
-    if origin and image:
-        o = {r["repeat"]: r["iops"] for r in origin}
-        ratios = [r["iops"] / o[r["repeat"]] for r in image if o.get(r["repeat"])]
+    ratios = image_vs_origin(runs, "randread_origin", "randread_image")
+    seq_ratios = image_vs_origin(runs, "seqread_origin", "seqread_image")
+    if ratios or seq_ratios:
         print("## Snapshot image reads\n")
-        print(f"4 KiB random read QD16 on the image vs the origin: {spread(ratios)} "
-              f"(origin median {statistics.median(o.values()):,.0f} IOPS)\n")
+    if ratios:
+        print(f"4 KiB random read QD16 on the image vs the origin: {spread(ratios)}\n")
+    if seq_ratios:
+        print(f"1 MiB sequential read QD4 on the image (copies scattered through the store by "
+              f"the random writes) vs the origin: {spread(seq_ratios)}\n")
 
     if backup:
         print("## snapmgr backup\n")
@@ -127,13 +146,19 @@ def main():
 
     if memory:
         tib = memory["origin_bytes"] / (1 << 40)
-        print("## In-core memory (status core_bytes), 1 TiB origin, 64 KiB chunks\n")
-        print("| state | bytes | per TiB |")
+        print("## In-core memory, 1 TiB origin (dm-zero), 64 KiB chunks\n")
+        print("| state | status core_bytes | per TiB |")
         print("|---|---|---|")
+        copied = memory.get("copied_blocks", 0)
         for key, what in (("idle", "tracking, nothing written"),
                           ("after_writes", "after a 4 KiB write every 4 GiB"),
-                          ("snapshot_held", "snapshot held, 256 chunks copied")):
+                          ("snapshot_held", f"snapshot held, {copied:,} scattered 4 KiB blocks "
+                                            f"copied ({copied * 4096 / (1 << 30):.2f} GiB)")):
             print(f"| {what} | {memory[key]:,} | {memory[key] / tib / (1 << 20):.1f} MiB |")
+        if "radix_tree_bytes" in memory:
+            print(f"\nMeasured while copying: radix tree node slab +{memory['radix_tree_bytes']:,} "
+                  f"bytes ({memory['radix_tree_bytes'] / max(copied, 1):.0f} per copy), vmalloc "
+                  f"+{memory['vmalloc_bytes']:,} bytes.")
         print()
 
     print("## Targets\n")
@@ -152,6 +177,28 @@ def main():
     target("snapshot held, first writes QD16 vs dm-thin",
            paired_ratios(runs, "cowfile_snap", "thin", "first_write_qd16"), ">= 1.0")
     target("image reads vs origin reads", ratios, ">= 0.9")
+    print("\nIssue 18 (snapshot path v2):\n")
+    for peer, goal in (("linear", ">= 0.65"), ("snapshot", ">= 2.0"), ("snapshot4k", ">= 1.5"),
+                       ("thin", ">= 1.5")):
+        target(f"snapshot held, first writes QD16 vs {LABEL[peer]}",
+               paired_ratios(runs, "cowfile_snap", peer, "first_write_qd16"), goal)
+    target("snapshot held, random 4 KiB writes QD16 (most blocks first touched) vs dm-linear",
+           paired_ratios(runs, "cowfile_snap", "linear", "randwrite_qd16"), ">= 0.6")
+    per_copied = store_per_copied(runs.get(("cowfile_snap", "randwrite_qd16"), []))
+    target("store bytes per byte overwritten, random 4 KiB writes",
+           [per_copied] if per_copied else [], "<= 1.1")
+    target("rewrites of already-copied blocks vs dm-linear",
+           paired_ratios(runs, "cowfile_snap", "linear", "rewrite_qd16"), ">= 0.95")
+    target("1 MiB sequential image reads over scattered copies vs origin reads", seq_ratios, ">= 0.9")
+    if memory and memory.get("copied_blocks"):
+        bitmaps = 2 * (memory["origin_bytes"] // (64 << 10)) // 8
+        extra = (memory["snapshot_held"] - bitmaps) / (1 << 20)
+        target(f"in-core memory beyond the tracking bitmaps, 1 TiB origin, "
+               f"{memory['copied_blocks'] * 4096 / (1 << 30):.2f} GiB of scattered copies, MiB "
+               f"(status core_bytes)", [extra], "<= 64")
+        if "radix_tree_bytes" in memory:
+            target("the same, measured (radix tree slab growth while copying), MiB",
+                   [memory["radix_tree_bytes"] / (1 << 20)], "<= 64")
     same_fs = paired_ratios(runs, "cowfile_snap_fs", "linear_fs", "first_write_qd16")
     if same_fs:
         print(f"- snapshot held with the store on the same ext4, first writes QD16 vs dm-linear "

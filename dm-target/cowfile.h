@@ -13,9 +13,9 @@
 
 #include <linux/device-mapper.h>
 #include <linux/dm-bufio.h>
-#include <linux/dm-kcopyd.h>
 #include <linux/workqueue.h>
 #include <linux/uuid.h>
+#include <linux/rhashtable.h>
 
 #include "compat.h"
 #include "uapi/linux/dm-cowfile.h"
@@ -29,7 +29,7 @@ struct store_extent {
 	sector_t sector;	/* first sector on the store device */
 };
 
-/* A run of data slots, each chunk_sectors long, contiguous on the device. */
+/* A run of 4 KiB data slots, contiguous on the device. */
 struct slot_run {
 	u64 first_slot;
 	u64 nr_slots;
@@ -44,7 +44,6 @@ struct slot_run {
  */
 struct store_layout {
 	struct rcu_head rcu;
-	sector_t chunk_sectors;		/* of a slot */
 	u64 total_slots;
 	unsigned int nr_slot_runs;
 	unsigned int nr_ranges;		/* 0 unless the store is on the origin */
@@ -123,7 +122,6 @@ struct cowfile_volume {
 	unsigned int snap_state;	/* COWFILE_SNAP_* */
 	unsigned int invalid_reason;	/* COWFILE_INVALID_* */
 	u64 snap_epoch;
-	u64 slots_used;
 	unsigned int low_water;		/* percent of slots */
 	bool low_water_signalled;
 	bool suspended;			/* no table of the device is running */
@@ -142,14 +140,30 @@ struct cowfile_volume {
 	u64 nr_marked;
 	unsigned long *pending;
 
+	/*
+	 * The held snapshot's log (cow.c, docs/STORE-LOG.md). copies maps an
+	 * origin block to the slot of its copy, COWFILE_COPYING while a batch
+	 * copies it; map() and image reads look it up under RCU. The rest
+	 * changes in the worker or under state_lock.
+	 */
+	struct rhashtable copies;
+	bool index_ready;		/* copies initialised */
+	u64 nr_index;			/* entries in copies */
+	u64 nr_copied;
+	u64 log_end;			/* slots in use */
+	u64 log_checkpoint;		/* as the superblock last recorded it */
+	u64 log_trust_limit;		/* the checkpoint never passes it */
+	u64 log_seq;			/* of the last record block written */
+	u64 group_slot;			/* open group, or COWFILE_NO_GROUP */
+	unsigned int group_next;	/* its record slot the next write takes */
+	bool group_dirty;		/* records not yet queued for writing */
+	struct cowfile_log_block *group;	/* its records, one block */
+
 	/* Writes waiting for their chunks to be marked/copied. */
 	spinlock_t lock;
 	struct bio_list deferred_writes;
-	struct bio_list deferred_reads;	/* image reads of copied chunks */
 	struct workqueue_struct *wq;
 	struct work_struct write_work;
-	struct work_struct read_work;
-	struct dm_kcopyd_client *kcopyd;
 	struct cow_batch *batch;	/* the write worker's, one at a time */
 
 	atomic_t reads_inflight[COWFILE_READ_BUCKETS];
@@ -161,6 +175,17 @@ struct cowfile_volume {
 	/* Counters for status */
 	atomic64_t cow_copies;
 	atomic64_t commits;
+};
+
+#define COWFILE_NO_GROUP	U64_MAX
+/* What the index answers for a block that has no copy (yet). */
+#define COWFILE_COPYING		(U64_MAX - 1)	/* a batch is copying it */
+#define COWFILE_NOT_COPIED	U64_MAX
+
+struct cow_index_entry {
+	struct rhash_head node;
+	u64 block;			/* origin block */
+	u64 slot;			/* or COWFILE_COPYING */
 };
 
 static inline u64 chunk_of(struct cowfile_volume *v, sector_t sector)
@@ -189,6 +214,8 @@ int store_check_extent(struct cowfile_store *s, u64 sector, u64 blocks,
 		       char **error);
 int store_write_extent_table(struct cowfile_store *s, unsigned int first,
 			     unsigned int nr_extents);
+void store_seal_log_block(struct cowfile_store *s, void *block, u64 slot);
+const char *store_check_log_block(struct cowfile_store *s, const void *block, u64 slot);
 void *store_map_block(struct cowfile_store *s, u64 index,
 		      struct dm_buffer **bp);
 void *store_cached_map_block(struct cowfile_store *s, u64 index,
@@ -219,16 +246,22 @@ void volume_event(struct cowfile_volume *v);
 int volume_grow(struct cowfile_volume *v, unsigned int argc, char **argv,
 		char **error);
 size_t volume_core_bytes(struct cowfile_volume *v);
+void volume_checkpoint(struct cowfile_volume *v);
 
 /* cow.c */
 struct cow_batch *cow_batch_alloc(struct cowfile_volume *v);
+void cow_batch_free_pages(struct cow_batch *b);
 void cow_batch_free(struct cow_batch *b);
-size_t cow_batch_bytes(void);
+size_t cow_batch_bytes(struct cow_batch *b);
 void cow_write_worker(struct work_struct *work);
-void cow_read_worker(struct work_struct *work);
 void cow_defer_write(struct cowfile_volume *v, struct bio *bio);
-void cow_defer_read(struct cowfile_volume *v, struct bio *bio);
-int cow_remap_copied_read(struct cowfile_volume *v, struct bio *bio, bool may_block);
+int cow_index_init(struct cowfile_volume *v);
+void cow_index_destroy(struct cowfile_volume *v);
+size_t cow_index_bytes(struct cowfile_volume *v);
+bool cow_blocks_copied(struct cowfile_volume *v, sector_t sector, sector_t len);
+void cow_image_run(struct cowfile_volume *v, sector_t sector, sector_t len,
+		   bool *copied, sector_t *where, sector_t *run);
+int cow_replay_log(struct cowfile_volume *v, char **error);
 
 /* target glue */
 int cowfile_target_init(void);

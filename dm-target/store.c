@@ -118,7 +118,7 @@ sector_t store_slot_sector(struct store_layout *l, u64 slot)
 		else if (slot - r->first_slot >= r->nr_slots)
 			lo = mid + 1;
 		else
-			return r->sector + (slot - r->first_slot) * l->chunk_sectors;
+			return r->sector + (slot - r->first_slot) * COWFILE_BLOCK_SECTORS;
 	}
 	WARN_ON_ONCE(1);	/* callers never ask beyond total_slots */
 	return 0;
@@ -137,17 +137,15 @@ static sector_t extent_end(const struct store_extent *e)
 }
 
 /*
- * The layout of the first @nr_extents extents: data slots (each extent's
- * part of the data area holds as many whole chunks as fit, so a slot is
- * always contiguous on the device; appended extents only append runs, so
- * slot numbers never move) and the store's sectors sorted, which must not
- * overlap each other nor, with the store on the origin, leave the origin.
+ * The layout of the first @nr_extents extents: data slots (a slot is a
+ * logical block of the data area, slot n is block data_start + n; appended
+ * extents only append runs, so slot numbers never move) and the store's
+ * sectors sorted, which must not overlap each other nor, with the store on
+ * the origin, leave the origin.
  */
 struct store_layout *store_layout_build(struct cowfile_store *s,
 					unsigned int nr_extents, char **error)
 {
-	sector_t chunk = le32_to_cpu(s->sb->chunk_sectors);
-	u64 chunk_blocks = chunk / COWFILE_BLOCK_SECTORS;
 	struct store_layout *l;
 	unsigned int i;
 
@@ -159,7 +157,6 @@ struct store_layout *store_layout_build(struct cowfile_store *s,
 	}
 	l->slots = (struct slot_run *)(l + 1);
 	l->ranges = (struct store_extent *)(l->slots + nr_extents);
-	l->chunk_sectors = chunk;
 
 	for (i = 0; i < nr_extents; i++) {
 		struct store_extent *e = &s->extents[i];
@@ -170,17 +167,15 @@ struct store_layout *store_layout_build(struct cowfile_store *s,
 		l->ranges[i] = *e;
 		if (end <= start)
 			continue;
-		run->nr_slots = div64_u64(end - start, chunk_blocks);
-		if (!run->nr_slots)
-			continue;
+		run->nr_slots = end - start;
 		run->first_slot = l->total_slots;
 		run->sector = e->sector + (start - e->logical) * COWFILE_BLOCK_SECTORS;
 		l->total_slots += run->nr_slots;
 		l->nr_slot_runs++;
 	}
-	/* The chunk map names slots with a u32 (1 + slot). */
+	/* Log records name slots with a u32. */
 	if (l->total_slots >= U32_MAX) {
-		*error = "Store has more data slots than the chunk map can name";
+		*error = "Store has more data slots than the log can name";
 		goto bad;
 	}
 	sort(l->ranges, nr_extents, sizeof(*l->ranges), cmp_extent_sector, NULL);
@@ -335,6 +330,10 @@ static int check_layout(struct cowfile_store *s, char **error)
 	struct cowfile_superblock *sb = s->sb;
 	u32 chunk = le32_to_cpu(sb->chunk_sectors);
 
+	if (le32_to_cpu(sb->version) == 1) {
+		*error = "Store of format 1 (dm-cowfile before 64 KiB copies became 4 KiB): recreate it";
+		return -EINVAL;
+	}
 	if (le32_to_cpu(sb->version) != COWFILE_FORMAT_VERSION) {
 		*error = "Unsupported store format version";
 		return -EINVAL;
@@ -463,6 +462,23 @@ void store_close(struct cowfile_store *s)
 	kfree(s->sb);
 	s->sb = NULL;
 	bioset_exit(&s->bios);
+}
+
+/* A record block of the log, to be written to @slot. */
+void store_seal_log_block(struct cowfile_store *s, void *block, u64 slot)
+{
+	struct cowfile_block_header *h = block;
+
+	h->magic = cpu_to_le32(COWFILE_LOG_MAGIC);
+	h->blocknr = cpu_to_le64(s->data_start + slot);
+	memcpy(h->store_uuid, s->uuid, sizeof(h->store_uuid));
+	seal_block(block);
+}
+
+/* Returns a reason the record block read from @slot cannot be trusted, or NULL. */
+const char *store_check_log_block(struct cowfile_store *s, const void *block, u64 slot)
+{
+	return check_block(block, COWFILE_LOG_MAGIC, s->data_start + slot, s->uuid);
 }
 
 /* The in-core superblock is filled by the caller; seal and write it durably. */

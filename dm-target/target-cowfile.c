@@ -2,8 +2,9 @@
 /*
  * The "cowfile" target: stacked 1:1 over the origin. Reads go straight
  * down; a write to a chunk already marked in the open epoch goes straight
- * down; any other write waits in cow.c until its chunks are marked (and
- * copied, while a snapshot is held).
+ * down (while a snapshot is held, if its 4 KiB blocks are copied); any
+ * other write waits in cow.c until its chunks are marked and its blocks
+ * copied.
  *
  *   cowfile <origin_dev> <store_dev> <sb_sector> [<#feature_args> <arg>...]
  */
@@ -239,14 +240,17 @@ static int cowfile_map(struct dm_target *ti, struct bio *bio)
 	}
 
 	/*
-	 * Marked chunks go straight down, unless still pending: marked, but
-	 * an image read that found them unmarked may still be in flight.
+	 * Marked chunks go straight down, unless still pending (an image read
+	 * that found a block uncopied may still be in flight) or, while a
+	 * snapshot is held, a block the write covers is not copied yet.
 	 */
 	first = chunk_of(v, sector);
 	last = chunk_of(v, sector + len - 1);
 	if (find_next_zero_bit(v->marked, last + 1, first) > last) {
 		smp_rmb();	/* pairs with commit_batch(): pending, then marked */
-		if (find_next_bit(v->pending, last + 1, first) > last)
+		if (find_next_bit(v->pending, last + 1, first) > last &&
+		    (READ_ONCE(v->snap_state) != COWFILE_SNAP_ACTIVE ||
+		     cow_blocks_copied(v, sector, len)))
 			return DM_MAPIO_REMAPPED;
 	}
 
@@ -273,7 +277,7 @@ static void cowfile_status(struct dm_target *ti, status_type_t type,
 		       (unsigned long long)v->chunk_sectors,
 		       (unsigned long long)v->nr_marked,
 		       (unsigned long long)v->nr_chunks,
-		       (unsigned long long)v->slots_used,
+		       (unsigned long long)v->log_end,
 		       (unsigned long long)v->store.total_slots);
 		if (v->snap_state == COWFILE_SNAP_NONE)
 			DMEMIT("none - -");
@@ -282,7 +286,7 @@ static void cowfile_status(struct dm_target *ti, status_type_t type,
 			       v->snap_state == COWFILE_SNAP_ACTIVE ? "active" : "invalid",
 			       (unsigned long long)v->snap_epoch,
 			       volume_invalid_reason(v->invalid_reason));
-		DMEMIT(" %zu", volume_core_bytes(v));
+		DMEMIT(" %zu %llu", volume_core_bytes(v), (unsigned long long)v->nr_copied);
 		mutex_unlock(&v->state_lock);
 		break;
 	case STATUSTYPE_TABLE:

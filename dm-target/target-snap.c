@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The "cowfile-snap" target: the read-only image of the snapshot held by
- * the cowfile device over the same origin. A chunk copied since the
+ * the cowfile device over the same origin. A 4 KiB block copied since the
  * snapshot is read from its store slot, any other from the origin; the
- * store's own sectors read as zeros.
+ * store's own sectors read as zeros. A read is split where the two meet
+ * and where consecutive copies are not next to each other in the store.
  *
  *   cowfile-snap <origin_dev>
  */
@@ -87,26 +88,13 @@ static void snap_dtr(struct dm_target *ti)
 	kfree(sc);
 }
 
-/* An image read of a copied chunk: to its slot now, or through the worker. */
-static int map_copied(struct cowfile_volume *v, struct bio *bio)
-{
-	switch (cow_remap_copied_read(v, bio, false)) {
-	case 0:
-		return DM_MAPIO_REMAPPED;
-	case -EWOULDBLOCK:
-		cow_defer_read(v, bio);
-		return DM_MAPIO_SUBMITTED;
-	default:
-		return DM_MAPIO_KILL;
-	}
-}
-
 static int snap_map(struct dm_target *ti, struct bio *bio)
 {
 	struct snap_c *sc = ti->private;
 	struct cowfile_volume *v = sc->volume;
 	struct snap_io *io = dm_per_bio_data(bio, sizeof(struct snap_io));
-	sector_t sector;
+	sector_t sector, len, where, run;
+	bool copied;
 	u64 chunk;
 
 	io->bucket = -1;
@@ -121,6 +109,32 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 		return DM_MAPIO_KILL;
 
 	sector = dm_target_offset(ti, bio->bi_iter.bi_sector);
+	len = bio_sectors(bio);
+	cow_image_run(v, sector, len, &copied, &where, &run);
+	if (!copied) {
+		/*
+		 * Pairs with the write worker: it publishes a copy, then waits
+		 * for no readers of the chunk; a block found uncopied after
+		 * counting this read is still the instant's on the origin.
+		 */
+		chunk = chunk_of(v, sector);
+		io->bucket = read_bucket(chunk);
+		atomic_inc(&v->reads_inflight[io->bucket]);
+		smp_mb__after_atomic();
+		cow_image_run(v, sector, len, &copied, &where, &run);
+		if (copied) {
+			if (atomic_dec_and_test(&v->reads_inflight[io->bucket]))
+				wake_up(&v->reads_wait);
+			io->bucket = -1;
+		}
+	}
+	if (run < len)
+		dm_accept_partial_bio(bio, run);
+	if (copied) {
+		bio_set_dev(bio, v->store.bdev);
+		bio->bi_iter.bi_sector = where;
+		return DM_MAPIO_REMAPPED;
+	}
 	bio->bi_iter.bi_sector = sector;
 	/*
 	 * Which sectors are the store's is decided when the read completes:
@@ -131,20 +145,6 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 		io->check_store = true;
 		io->origin_sector = sector;
 		io->iter = bio->bi_iter;
-	}
-
-	chunk = chunk_of(v, sector);
-	if (test_bit(chunk, v->marked))
-		return map_copied(v, bio);
-	/* Pairs with the write worker: set marked, then wait for no readers. */
-	io->bucket = read_bucket(chunk);
-	atomic_inc(&v->reads_inflight[io->bucket]);
-	smp_mb__after_atomic();
-	if (test_bit(chunk, v->marked)) {
-		if (atomic_dec_and_test(&v->reads_inflight[io->bucket]))
-			wake_up(&v->reads_wait);
-		io->bucket = -1;
-		return map_copied(v, bio);
 	}
 	return DM_MAPIO_REMAPPED;
 }

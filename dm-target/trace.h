@@ -30,21 +30,21 @@ TRACE_EVENT(cowfile_chunk_marked,
 );
 
 TRACE_EVENT(cowfile_cow_start,
-	TP_PROTO(struct cowfile_volume *v, u64 chunk, u64 slot),
-	TP_ARGS(v, chunk, slot),
+	TP_PROTO(struct cowfile_volume *v, u64 block, u64 slot),
+	TP_ARGS(v, block, slot),
 	TP_STRUCT__entry(
 		__field(dev_t, origin)
-		__field(u64, chunk)
+		__field(u64, block)
 		__field(u64, slot)
 	),
 	TP_fast_assign(
 		__entry->origin = v->origin_devt;
-		__entry->chunk = chunk;
+		__entry->block = block;
 		__entry->slot = slot;
 	),
-	TP_printk("origin=%u:%u chunk=%llu slot=%llu",
+	TP_printk("origin=%u:%u block=%llu slot=%llu",
 		  MAJOR(__entry->origin), MINOR(__entry->origin),
-		  __entry->chunk, __entry->slot)
+		  __entry->block, __entry->slot)
 );
 
 TRACE_EVENT(cowfile_cow_done,

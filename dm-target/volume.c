@@ -30,8 +30,45 @@ static int volume_write_sb(struct cowfile_volume *v)
 	sb->snap_state = cpu_to_le32(v->snap_state);
 	sb->snap_invalid_reason = cpu_to_le32(v->invalid_reason);
 	sb->snap_epoch = cpu_to_le64(v->snap_epoch);
-	sb->data_slots_used = cpu_to_le64(v->slots_used);
+	/* Outside a batch every slot of the log is durable. */
+	v->log_checkpoint = min(v->log_end, v->log_trust_limit);
+	sb->log_checkpoint = cpu_to_le64(v->log_checkpoint);
 	return store_write_sb(&v->store);
+}
+
+/* After a batch's flush: later loads need not check the copies so far. */
+void volume_checkpoint(struct cowfile_volume *v)
+{
+	if (volume_write_sb(v))
+		DMERR("cannot write the store superblock at a log checkpoint");
+}
+
+/* An empty log, for a new snapshot or none; the index is emptied apart. */
+static void reset_log(struct cowfile_volume *v)
+{
+	v->nr_copied = 0;
+	v->log_end = 0;
+	v->log_checkpoint = 0;
+	v->log_trust_limit = U64_MAX;
+	v->log_seq = 0;
+	v->group_slot = COWFILE_NO_GROUP;
+	v->group_next = 0;
+	v->group_dirty = false;
+	memset(v->group, 0, COWFILE_BLOCK_SIZE);
+}
+
+/*
+ * Frees the index of the copies and starts an empty one. Its readers
+ * (map(), image reads) must be gone: the device is not running yet, or
+ * the caller waited for them.
+ */
+static void clear_index(struct cowfile_volume *v)
+{
+	if (v->index_ready)
+		cow_index_destroy(v);
+	v->index_ready = !cow_index_init(v);
+	if (!v->index_ready)
+		DMERR("cannot allocate the index of copies: the next snapshot is refused");
 }
 
 void volume_event(struct cowfile_volume *v)
@@ -49,6 +86,7 @@ static const char *const invalid_reasons[] = {
 	[COWFILE_INVALID_METADATA] = "metadata_error",
 	[COWFILE_INVALID_ORIGIN_IO] = "origin_io_error",
 	[COWFILE_INVALID_ORIGIN_CHANGED] = "origin_changed",
+	[COWFILE_INVALID_NO_MEMORY] = "out_of_memory",
 };
 
 const char *volume_invalid_reason(unsigned int reason)
@@ -202,6 +240,12 @@ int volume_snapshot(struct cowfile_volume *v)
 		r = -EOVERFLOW;
 		goto out;
 	}
+	if (!v->index_ready)
+		clear_index(v);
+	if (!v->index_ready) {
+		r = -ENOMEM;
+		goto out;
+	}
 	/*
 	 * Writes completed before the instant may still sit in the origin's
 	 * volatile cache; the image reads uncopied chunks from the origin, so
@@ -219,7 +263,7 @@ int volume_snapshot(struct cowfile_volume *v)
 	v->epoch++;
 	v->snap_state = COWFILE_SNAP_ACTIVE;
 	v->invalid_reason = COWFILE_INVALID_NONE;
-	v->slots_used = 0;
+	reset_log(v);
 	v->low_water_signalled = false;
 	r = volume_write_sb(v);
 	if (r) {
@@ -256,7 +300,6 @@ int volume_release(struct cowfile_volume *v)
 	old_reason = v->invalid_reason;
 	WRITE_ONCE(v->snap_state, COWFILE_SNAP_NONE);
 	v->invalid_reason = COWFILE_INVALID_NONE;
-	v->slots_used = 0;
 	r = volume_write_sb(v);
 	if (r) {
 		DMERR("release failed: cannot write the store superblock");
@@ -264,6 +307,14 @@ int volume_release(struct cowfile_volume *v)
 		v->invalid_reason = old_reason;
 		goto out;
 	}
+	/*
+	 * No image exists, and map() no longer reads the index (the snapshot
+	 * is not active): wait for those that still may, then free it.
+	 */
+	synchronize_rcu();
+	clear_index(v);
+	reset_log(v);
+	cow_batch_free_pages(v->batch);
 	volume_event(v);
 out:
 	mutex_unlock(&v->state_lock);
@@ -387,7 +438,7 @@ int volume_grow(struct cowfile_volume *v, unsigned int argc, char **argv,
 	store_layout_publish(s, layout);
 	s->nr_extents = n;
 	s->store_blocks = blocks;
-	if (v->slots_used * 100 < (u64)v->low_water * s->total_slots)
+	if (v->log_end * 100 < (u64)v->low_water * s->total_slots)
 		v->low_water_signalled = false;
 	volume_event(v);
 	goto out;
@@ -403,11 +454,11 @@ size_t volume_core_bytes(struct cowfile_volume *v)
 	struct cowfile_store *s = &v->store;
 
 	/* Called under state_lock: the layout cannot change. */
-	return sizeof(*v) + 2 * chunk_bitmap_bytes(v) + COWFILE_BLOCK_SIZE +
+	return sizeof(*v) + 2 * chunk_bitmap_bytes(v) + 2 * COWFILE_BLOCK_SIZE +
 	       s->table_blocks * COWFILE_EXTENTS_PER_BLOCK * sizeof(struct store_extent) +
 	       sizeof(struct store_layout) +
 	       s->nr_extents * (sizeof(struct slot_run) + sizeof(struct store_extent)) +
-	       cow_batch_bytes();
+	       cow_batch_bytes(v->batch) + cow_index_bytes(v);
 }
 
 /*
@@ -422,7 +473,6 @@ static int scan_chunk_map(struct cowfile_volume *v, char **error)
 {
 	struct cowfile_store *s = &v->store;
 	u32 epoch = v->epoch;
-	bool holding = v->snap_state == COWFILE_SNAP_ACTIVE;
 	u64 bad_entries = 0, idx;
 
 	store_prefetch_map(s);
@@ -443,7 +493,6 @@ static int scan_chunk_map(struct cowfile_volume *v, char **error)
 		for (j = 0; j < COWFILE_MAP_ENTRIES_PER_BLOCK; j++) {
 			u64 chunk = idx * COWFILE_MAP_ENTRIES_PER_BLOCK + j;
 			u32 last = le32_to_cpu(mb->entries[j].last_epoch);
-			u32 slot = le32_to_cpu(mb->entries[j].slot);
 
 			if (chunk >= v->nr_chunks)
 				break;
@@ -455,14 +504,10 @@ static int scan_chunk_map(struct cowfile_volume *v, char **error)
 				continue;
 			__set_bit(chunk, v->marked);
 			v->nr_marked++;
-			if (holding)
-				v->slots_used = max_t(u64, v->slots_used, slot);
 		}
 		dm_bufio_release(b);
 		cond_resched();
 	}
-	if (holding && v->slots_used > s->total_slots)
-		bad_entries++;
 	if (v->bad_map_blocks || bad_entries) {
 		DMWARN("store chunk map: %llu blocks and %llu entries could not be trusted: new generation",
 		       (unsigned long long)v->bad_map_blocks, (unsigned long long)bad_entries);
@@ -576,8 +621,9 @@ static void volume_free(struct cowfile_volume *v)
 {
 	if (v->wq)
 		destroy_workqueue(v->wq);
-	if (v->kcopyd)
-		dm_kcopyd_client_destroy(v->kcopyd);
+	if (v->index_ready)
+		cow_index_destroy(v);
+	kfree(v->group);
 	store_close(&v->store);
 	cowfile_close_shared(&v->store_hold);
 	cow_batch_free(v->batch);
@@ -608,9 +654,7 @@ static struct cowfile_volume *volume_create(struct dm_target *ti,
 	mutex_init(&v->state_lock);
 	spin_lock_init(&v->lock);
 	bio_list_init(&v->deferred_writes);
-	bio_list_init(&v->deferred_reads);
 	INIT_WORK(&v->write_work, cow_write_worker);
-	INIT_WORK(&v->read_work, cow_read_worker);
 	init_waitqueue_head(&v->reads_wait);
 	for (i = 0; i < COWFILE_READ_BUCKETS; i++)
 		atomic_set(&v->reads_inflight[i], 0);
@@ -661,7 +705,6 @@ static struct cowfile_volume *volume_create(struct dm_target *ti,
 	v->snap_state = le32_to_cpu(sb->snap_state);
 	v->invalid_reason = le32_to_cpu(sb->snap_invalid_reason);
 	v->snap_epoch = le64_to_cpu(sb->snap_epoch);
-	v->slots_used = le64_to_cpu(sb->data_slots_used);
 	v->load_flags = le32_to_cpu(sb->flags);
 	if (!v->epoch || v->epoch >= U32_MAX || v->generation_epoch > v->epoch ||
 	    (v->snap_state == COWFILE_SNAP_ACTIVE && v->snap_epoch + 1 != v->epoch)) {
@@ -669,27 +712,40 @@ static struct cowfile_volume *volume_create(struct dm_target *ti,
 		r = -EINVAL;
 		goto bad;
 	}
-	if (v->snap_state != COWFILE_SNAP_ACTIVE)
-		v->slots_used = 0;
-
 	v->marked = kvzalloc(chunk_bitmap_bytes(v), GFP_KERNEL);
 	v->pending = kvzalloc(chunk_bitmap_bytes(v), GFP_KERNEL);
-	if (!v->marked || !v->pending) {
+	v->group = kmalloc(COWFILE_BLOCK_SIZE, GFP_KERNEL);
+	if (!v->marked || !v->pending || !v->group) {
 		*error = "Cannot allocate change bitmaps";
 		r = -ENOMEM;
 		goto bad;
 	}
+	v->index_ready = !cow_index_init(v);
+	if (!v->index_ready) {
+		*error = "Cannot allocate the index of copies";
+		r = -ENOMEM;
+		goto bad;
+	}
+	reset_log(v);
 	r = scan_chunk_map(v, error);
 	if (r)
 		goto bad;
-
-	v->kcopyd = dm_kcopyd_client_create(NULL);
-	if (IS_ERR(v->kcopyd)) {
-		r = PTR_ERR(v->kcopyd);
-		v->kcopyd = NULL;
-		*error = "Cannot create kcopyd client";
-		goto bad;
+	if (v->snap_state == COWFILE_SNAP_ACTIVE && v->mode == COWFILE_MODE_TRACKING) {
+		r = cow_replay_log(v, error);
+		if (r == -EILSEQ) {
+			/* Recorded durably at activation. */
+			DMWARN("store log of the held snapshot cannot be trusted (%s): snapshot invalid",
+			       *error);
+			v->snap_state = COWFILE_SNAP_INVALID;
+			v->invalid_reason = COWFILE_INVALID_METADATA;
+			clear_index(v);
+			reset_log(v);
+			r = 0;
+		}
+		if (r)
+			goto bad;
 	}
+
 	v->batch = cow_batch_alloc(v);
 	if (!v->batch) {
 		*error = "Cannot allocate copy batch";

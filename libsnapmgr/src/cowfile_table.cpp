@@ -88,9 +88,9 @@ std::string_view to_string(SnapState state) noexcept
 CowfileStatus CowfileStatus::parse(std::string_view params)
 {
 	auto w = split_words(params);
-	if (w.size() != 11)
+	if (w.size() != 12)
 		throw UsageError("status", EINVAL,
-				 fmt::format("cowfile status \"{}\" has {} fields, not 11", params,
+				 fmt::format("cowfile status \"{}\" has {} fields, not 12", params,
 					     w.size()));
 	auto pair = [&](const std::string &word, const char *field) {
 		auto slash = word.find('/');
@@ -125,6 +125,7 @@ CowfileStatus CowfileStatus::parse(std::string_view params)
 	if (s.snap_state == SnapState::invalid)
 		s.invalid_reason = w[9];
 	s.core_bytes = parse_number<std::uint64_t>(w[10], "core bytes", params);
+	s.copied_blocks = parse_number<std::uint64_t>(w[11], "copied blocks", params);
 	return s;
 }
 

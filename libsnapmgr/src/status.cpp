@@ -73,9 +73,8 @@ VolumeStatus status(const std::string &name)
 		s.device = dm::device_path(name);
 		s.origin = device_node(table->origin);
 		s.size_bytes = table->length * 512;
-		const std::uint64_t chunk = std::uint64_t(k.chunk_sectors) * 512;
-		s.store_slot_bytes = k.slots * chunk;
-		s.store_used_bytes = k.slots_used * chunk;
+		s.store_slot_bytes = k.slots * COWFILE_BLOCK_SIZE;
+		s.store_used_bytes = k.slots_used * COWFILE_BLOCK_SIZE;
 		s.store_nearly_full = k.snap_state == SnapState::active && s.store_slot_bytes &&
 				      s.store_used_bytes * 100 >=
 					      std::uint64_t(table->low_water.value_or(

@@ -472,7 +472,7 @@ CreatedStore StoreFile::create(const StoreCreateOptions &options)
 				 fmt::format("{}: the file has {} extents after writing its "
 					     "metadata, more than the table holds; recreate it",
 					     name, extents.size()));
-	std::uint64_t data_slots = count_data_slots(extents, layout.data_start, options.chunk_sectors);
+	std::uint64_t data_slots = count_data_slots(extents, layout.data_start, COWFILE_BLOCK_SECTORS);
 	if (data_slots == 0)
 		throw StoreError(name, ENOSPC,
 				 fmt::format("{}: a store of {} bytes leaves no room for a single "

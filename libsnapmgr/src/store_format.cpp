@@ -39,7 +39,7 @@ constexpr std::size_t data_start = offsetof(cowfile_superblock, data_start);
 constexpr std::size_t snap_state = offsetof(cowfile_superblock, snap_state);
 constexpr std::size_t snap_invalid_reason = offsetof(cowfile_superblock, snap_invalid_reason);
 constexpr std::size_t snap_epoch = offsetof(cowfile_superblock, snap_epoch);
-constexpr std::size_t data_slots_used = offsetof(cowfile_superblock, data_slots_used);
+constexpr std::size_t log_checkpoint = offsetof(cowfile_superblock, log_checkpoint);
 constexpr std::size_t origin_sum = offsetof(cowfile_superblock, origin_sum);
 constexpr std::size_t extent_table_sectors = offsetof(cowfile_superblock, extent_table_sectors);
 } // namespace sbo
@@ -282,7 +282,7 @@ void encode_superblock(const Superblock &sb, BlockBytes out)
 	le::put32(out, sbo::snap_state, sb.snap_state);
 	le::put32(out, sbo::snap_invalid_reason, sb.snap_invalid_reason);
 	le::put64(out, sbo::snap_epoch, sb.snap_epoch);
-	le::put64(out, sbo::data_slots_used, sb.data_slots_used);
+	le::put64(out, sbo::log_checkpoint, sb.log_checkpoint);
 	le::put32(out, sbo::origin_sum, sb.origin_sum);
 	for (std::size_t i = 0; i < sb.extent_table_sectors.size(); i++)
 		le::put64(out, sbo::extent_table_sectors + 8 * i, sb.extent_table_sectors[i]);
@@ -318,7 +318,7 @@ Superblock decode_superblock(ConstBlockBytes block, std::uint64_t sector)
 	sb.snap_state = le::get32(block, sbo::snap_state);
 	sb.snap_invalid_reason = le::get32(block, sbo::snap_invalid_reason);
 	sb.snap_epoch = le::get64(block, sbo::snap_epoch);
-	sb.data_slots_used = le::get64(block, sbo::data_slots_used);
+	sb.log_checkpoint = le::get64(block, sbo::log_checkpoint);
 	sb.origin_sum = le::get32(block, sbo::origin_sum);
 	if (sb.extent_table_blocks > max_extent_table_blocks)
 		throw StoreCorruptError("superblock", EINVAL,
@@ -370,7 +370,7 @@ void encode_map_block(std::uint64_t blocknr, const Uuid &store, std::span<const 
 	for (std::size_t i = 0; i < entries.size(); i++) {
 		std::size_t off = header_size + i * sizeof(cowfile_map_entry);
 		le::put32(out, off + offsetof(cowfile_map_entry, last_epoch), entries[i].last_epoch);
-		le::put32(out, off + offsetof(cowfile_map_entry, slot), entries[i].slot);
+		le::put32(out, off + offsetof(cowfile_map_entry, reserved), entries[i].reserved);
 	}
 	seal_block(out);
 }
@@ -385,7 +385,7 @@ std::vector<MapEntry> decode_map_block(ConstBlockBytes block, std::uint64_t bloc
 	for (std::size_t i = 0; i < entries.size(); i++) {
 		std::size_t off = header_size + i * sizeof(cowfile_map_entry);
 		entries[i] = {le::get32(block, off + offsetof(cowfile_map_entry, last_epoch)),
-			      le::get32(block, off + offsetof(cowfile_map_entry, slot))};
+			      le::get32(block, off + offsetof(cowfile_map_entry, reserved))};
 	}
 	return entries;
 }
@@ -396,6 +396,10 @@ void validate_superblock_layout(const Superblock &sb)
 		throw StoreCorruptError("superblock", EINVAL,
 					fmt::format("superblock at sector {}: {}", sb.sb_sector, why));
 	};
+	if (sb.version == 1)
+		throw StoreCorruptError("superblock", EINVAL,
+					"store of format 1 (64 KiB copies, before this version): "
+					"recreate it (snapmgr untrack, then track again)");
 	if (sb.version != COWFILE_FORMAT_VERSION)
 		corrupt(fmt::format("unsupported format version {} (this tool reads {})", sb.version,
 				    COWFILE_FORMAT_VERSION));

@@ -176,7 +176,7 @@ std::vector<StoreExtent> read_extent_table(const SectorSource &source, const Sup
 StoreReader::StoreReader(std::unique_ptr<SectorSource> source, Superblock sb,
 			 std::vector<StoreExtent> extents)
 	: source_(std::move(source)), sb_(std::move(sb)), extents_(std::move(extents)),
-	  data_slots_(count_data_slots(extents_, sb_.data_start, sb_.chunk_sectors))
+	  data_slots_(count_data_slots(extents_, sb_.data_start, COWFILE_BLOCK_SECTORS))
 {
 }
 

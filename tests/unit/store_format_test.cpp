@@ -38,7 +38,7 @@ Superblock sample_superblock()
 	sb.snap_state = COWFILE_SNAP_ACTIVE;
 	sb.snap_invalid_reason = COWFILE_INVALID_NONE;
 	sb.snap_epoch = 6;
-	sb.data_slots_used = 42;
+	sb.log_checkpoint = 42;
 	sb.origin_sum = 0xc0ffee11;
 	sb.extent_table_sectors = {39'108'616, 39'108'624, 39'108'632, 500'000, 500'008};
 	return sb;

@@ -100,14 +100,14 @@ TEST(CowfileLinesTest, TableRoundTripsWithAndWithoutFeatures)
 TEST(CowfileLinesTest, StatusLineParsesEachSnapshotState)
 {
 	auto none = CowfileStatus::parse(
-		"tracking 0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0 1 3 128 5/100 0/40 none - - 4096");
+		"tracking 0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0 1 3 128 5/100 0/40 none - - 4096 0");
 	EXPECT_TRUE(none.tracking);
 	EXPECT_EQ(none.epoch, 3u);
 	EXPECT_EQ(none.marked, 5u);
 	EXPECT_EQ(none.chunks, 100u);
 	EXPECT_EQ(none.snap_state, SnapState::none);
 	auto active = CowfileStatus::parse(
-		"tracking 0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0 2 7 256 9/300 12/40 active 6 - 8192");
+		"tracking 0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0 2 7 256 9/300 12/40 active 6 - 8192 9");
 	EXPECT_TRUE(active.tracking);
 	EXPECT_EQ(active.generation, "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0");
 	EXPECT_EQ(active.generation_epoch, 2u);
@@ -119,15 +119,16 @@ TEST(CowfileLinesTest, StatusLineParsesEachSnapshotState)
 	EXPECT_EQ(active.snap_epoch, 6u);
 	EXPECT_EQ(active.invalid_reason, "");
 	EXPECT_EQ(active.core_bytes, 8192u);
+	EXPECT_EQ(active.copied_blocks, 9u);
 	auto invalid = CowfileStatus::parse(
-		"lost 0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0 1 3 128 5/100 40/40 invalid 2 store_full 4096");
+		"lost 0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0 1 3 128 5/100 40/40 invalid 2 store_full 4096 38");
 	EXPECT_FALSE(invalid.tracking);
 	EXPECT_EQ(invalid.snap_state, SnapState::invalid);
 	EXPECT_EQ(invalid.snap_epoch, 2u);
 	EXPECT_EQ(invalid.invalid_reason, "store_full");
 	EXPECT_THROW(CowfileStatus::parse("tracking x 1 3 128 5/100"), UsageError);
 	EXPECT_THROW(CowfileStatus::parse("dreaming g 1 3 128 5/100 0/40 none - - 1"), UsageError);
-	EXPECT_THROW(CowfileStatus::parse("tracking g 1 3 128 5-100 0/40 none - - 1"), UsageError);
+	EXPECT_THROW(CowfileStatus::parse("tracking g 1 3 128 5-100 0/40 none - - 1 0"), UsageError);
 }
 
 TEST(DefaultStoreSizeTest, ATenthOfTheVolumeAtLeast64MiBIn4KiBBlocks)

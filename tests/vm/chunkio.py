@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Chunk-level helpers for the VM scenarios.
 
-  chunkio.py write DEV CHUNK_BYTES CHUNK...   write 4 KiB of stamped data at a
-                                              random 4 KiB offset inside each
-                                              chunk (O_DIRECT), then fsync
+  chunkio.py write DEV CHUNK_BYTES CHUNK...   write 4 KiB of stamped data to
+                                              one 4 KiB block inside each chunk,
+                                              always the same for a chunk
+                                              (O_DIRECT), then fsync
+  chunkio.py blocks CHUNK_BYTES CHUNK...      print the 4 KiB block (device
+                                              offset / 4096) write writes in
+                                              each chunk, one per line
   chunkio.py chunks CHUNK_BYTES < changes.json
                                               print the chunks the JSON ranges
                                               of `cowfile-store changes --json`
@@ -33,11 +37,18 @@ import random
 import sys
 
 
+def block_of(chunk_bytes, c):
+    """The block write stamps in chunk c: anywhere in the chunk, the same
+    each time, so that writing a chunk again copies nothing new."""
+    per_chunk = chunk_bytes // 4096
+    return c * per_chunk + (c * 7 + 3) % per_chunk
+
+
 def write(dev, chunk_bytes, chunks):
     fd = os.open(dev, os.O_WRONLY | os.O_DIRECT)
     buf = mmap.mmap(-1, 4096)
     for c in chunks:
-        off = c * chunk_bytes + random.randrange(chunk_bytes // 4096) * 4096
+        off = block_of(chunk_bytes, c) * 4096
         stamp = f"chunk {c} offset {off} {random.random()}\n".encode()
         buf.seek(0)
         buf.write((stamp * (4096 // len(stamp) + 1))[:4096])
@@ -148,6 +159,9 @@ def changed_chunks(chunk_bytes, before, after, extents):
 if __name__ == "__main__":
     if sys.argv[1] == "write":
         write(sys.argv[2], int(sys.argv[3]), [int(c) for c in sys.argv[4:]])
+    elif sys.argv[1] == "blocks":
+        for c in sys.argv[3:]:
+            print(block_of(int(sys.argv[2]), int(c)))
     elif sys.argv[1] == "chunks":
         chunks(int(sys.argv[2]))
     elif sys.argv[1] == "file-chunks":

@@ -87,8 +87,8 @@ COWFILE_STORE=${COWFILE_STORE:-$SNAPMGR_BUILD_DIR/tools/cowfile-store/cowfile-st
 # status_field DEV N: field N of the cowfile status INFO line, counted from
 # the first field after the target name (1: mode, 2: generation, 3:
 # generation epoch, 4: epoch, 5: chunk sectors, 6: marked/chunks,
-# 7: slots used/total, 8: snapshot state, 9: snapshot epoch, 10: invalid
-# reason, 11: in-core bytes).
+# 7: 4 KiB log slots used/total, 8: snapshot state, 9: snapshot epoch,
+# 10: invalid reason, 11: in-core bytes, 12: 4 KiB blocks copied).
 status_field() {
 	dmsetup status "$1" | awk -v n="$2" '{ print $(3 + n) }'
 }

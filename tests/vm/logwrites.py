@@ -4,9 +4,26 @@
   logwrites.py list LOGDEV
       Print the log's entries, one a line.
 
+  logwrites.py cuts LOGDEV SCRATCH SB_SECTOR --store-dump FILE --cow DEV
+                    [--count N]
+      Crash states inside copy batches, while a snapshot is held: for N
+      record block writes spread over the log, the log is replayed onto
+      SCRATCH up to (1) the record block write (its batch's copies written,
+      the record not), (2) the flush after it (both written, not flushed),
+      (3) the same with the batch's copies zeroed (the record landed, the
+      copies did not), (4) the first overwrite after that flush. At each,
+      the volume is loaded over a throw-away dm-snapshot of SCRATCH (COW on
+      DEV, so the load changes nothing) and the held snapshot's image must
+      equal the disk at the snapshot's epoch mark, store sectors read as
+      zeros. A negative control, the batch's overwrites written and its
+      copies zeroed (the state a target that let overwrites go before its
+      copies were durable could crash into), must give another image.
+      Exits 1 if any cut does not.
+
   logwrites.py check LOGDEV SCRATCH SB_SECTOR --store-tool PATH
                      --store-dump FILE --open-epoch EPOCH [--compare DEV]
                      [--save-answers FILE] [--answers FILE] [--map-lag N]
+                     [--copy-lag N]
       LOGDEV holds the log of the disk a cowfile volume and its store lived
       on, with a mark "start" (tracking began on a fresh store whose open
       epoch was EPOCH), a mark "epoch=N" where each snapshot opened epoch N
@@ -30,7 +47,8 @@
       points too early: the store of a target that made its map durable N
       flushes late. The scenario runs it with 1 on the saved answers and
       expects misses, which shows the check tells one flush point from the
-      next.
+      next. --copy-lag N does the same for copies: each overwrite checked
+      against the flush point N before the one that preceded it.
 
 Why this is the crash-safety promise. dm-log-writes logs a write once it is
 durable: a plain write or discard when the first flush mapped after its
@@ -51,15 +69,14 @@ list every chunk written in epoch E or later, for every epoch E. A store
 answer of "full" fails the check: nothing here may lose tracking, and a
 full answer would hide misses.
 
-Copies: while a snapshot is held, the chunk map entry that gives a chunk a
-slot must not be durable before the copy in that slot is, or a crash could
-keep the entry, lose the copy, and the image would read the slot's stale
-contents (the origin still holds the old data then, as the overwrite waits
-for the commit). So a map block write that records a new (epoch, slot)
-entry must be logged after a flush point that follows the last write of
-each of the slot's sectors in the epoch. Map blocks are decoded from the
-logged data; the store's layout comes from the dump. At least one copy
-must be recorded, or the check fails as having checked nothing.
+Copies: while a snapshot is held (from an epoch mark to a "release" mark),
+the first overwrite of a 4 KiB origin block must be logged after a flush
+point that follows both the copy of the block into its log slot and a
+record block naming (block, slot): else a crash could keep the overwrite
+and lose the copy or its record, and the image would show the new data.
+Record blocks are decoded from the logged data (store format 2); the
+store's layout comes from the dump. At least one overwrite must be checked,
+or the check fails as having checked nothing.
 
 Flush points: adjacent flush entries with no write between them are one
 state of the disk and count as one point (the target's map commit issues
@@ -82,7 +99,9 @@ filesystem.
 import argparse
 import bisect
 import fcntl
+import hashlib
 import json
+import mmap
 import os
 import struct
 import subprocess
@@ -99,6 +118,7 @@ BLKDISCARD = 0x1277
 BLKGETSIZE64 = 0x80081272
 COPY_BYTES = 8 << 20
 STORE_BLOCK_SECTORS = 8
+BLOCK_BYTES = STORE_BLOCK_SECTORS * 512
 
 
 class Entry:
@@ -264,73 +284,124 @@ class StoreTool:
 
 
 class CopyOrder:
-    """Checks that every copy a held snapshot needs is durable before the
-    chunk map entry that records it: a map block write that gives a chunk a
-    new (epoch, slot) entry with a slot must come after a flush point that
-    follows the last write of each of that slot's sectors in the epoch.
-    Else a crash could keep the map entry and lose the copy, while the
-    origin still holds the old data (the overwrite waits for the commit):
-    the image would read the slot's stale contents."""
+    """Checks that while a snapshot is held no overwrite of a 4 KiB origin
+    block is durable before the block's copy and the record naming it are:
+    the first write to a block after an epoch mark (a snapshot) and before
+    the next "release" mark must come after a flush point that follows both
+    the record block write naming (block, slot) and the last write of the
+    slot. Else a crash could keep the overwrite and lose the copy (or the
+    record that makes the log keep it), and the image would show the new
+    data. Record blocks are decoded from the logged data (store format 2,
+    docs/STORE-LOG.md); the store's layout comes from the dump."""
 
-    HEADER = 32  # struct cowfile_block_header
-    MAP_ENTRY = struct.Struct("<II")  # last_epoch, slot
+    HEADER = struct.Struct("<II Q 16s")  # magic, csum, blocknr, store uuid
+    LOG_HEAD = struct.Struct("<QQQQII")  # snap_epoch, seq, group_slot, log_end, nr, reserved
+    RECORD = struct.Struct("<QII")  # origin_block, slot, csum
+    LOG_MAGIC = 0x4C464F43
 
-    def __init__(self, dump, log_fd):
+    def __init__(self, dump, log_fd, whole, lag):
         self.log_fd = log_fd
+        self.whole = whole
+        self.lag = lag
         self.extents = sorted((e["logical"], e["blocks"], e["sector"]) for e in dump["extents"])
         self.starts = [e[0] for e in self.extents]
         self.data_start = dump["data_start"]
-        self.slot_blocks = dump["chunk_sectors"] // STORE_BLOCK_SECTORS
-        self.map_block_at = {self.sector_of(dump["map_start"] + i): i
-                             for i in range(dump["map_blocks"])}
-        self.entries = {}  # map block index -> its entries as last written
-        self.last_write = {}  # store sector of a 4 KiB block -> log index, this epoch
-        self.flush_index = -1
-        self.copies = 0
+        self.slot_of_sector = {}
+        for first, blocks, sector in self.extents:
+            for b in range(max(first, self.data_start), first + blocks):
+                self.slot_of_sector[sector + (b - first) * STORE_BLOCK_SECTORS] = \
+                    b - self.data_start
+        self.flush_points = [-1]
+        self.written = False
+        self.new_epoch()
+        self.holding = False  # until the first snapshot's epoch mark
+        self.checked_writes = 0
         self.violations = []
 
-    def sector_of(self, logical):
+    def in_data_area(self, e):
+        return (e.sector - e.sector % STORE_BLOCK_SECTORS) in self.slot_of_sector
+
+    def copy_blocks(self, e):
+        """The sectors of the whole data area blocks e writes that are not
+        record blocks."""
+        blocks = []
+        for k in range(0, e.sectors - STORE_BLOCK_SECTORS + 1, STORE_BLOCK_SECTORS):
+            sector = e.sector + k
+            if sector % STORE_BLOCK_SECTORS or sector not in self.slot_of_sector:
+                continue
+            head = os.pread(self.log_fd, self.HEADER.size, e.data_at + k * 512)
+            if self.HEADER.unpack_from(head)[0] != self.LOG_MAGIC:
+                blocks.append(sector)
+        return blocks
+
+    def is_record_write(self, e):
+        """A write into the data area with a record block in it (the block
+        layer may merge it with copies in the slots next to it)."""
+        if not self.in_data_area(e) or e.sector % STORE_BLOCK_SECTORS:
+            return False
+        return any(self.HEADER.unpack_from(os.pread(self.log_fd, self.HEADER.size,
+                                                    e.data_at + k * 512))[0] == self.LOG_MAGIC
+                   for k in range(0, e.sectors, STORE_BLOCK_SECTORS))
+
+    def sector_of_slot(self, slot):
+        logical = self.data_start + slot
         i = bisect.bisect_right(self.starts, logical) - 1
-        if i < 0 or logical >= self.extents[i][0] + self.extents[i][1]:
-            sys.exit(f"store block {logical} is in no extent of the store dump")
-        first, _, sector = self.extents[i]
+        first, blocks, sector = self.extents[i]
         return sector + (logical - first) * STORE_BLOCK_SECTORS
 
     def new_epoch(self):
-        self.last_write.clear()
+        self.holding = True
+        self.recorded = {}  # origin block -> (log index of its first record, slot)
+        self.last_write = {}  # slot -> log index of its last write, this epoch
+        self.seen = set()  # origin blocks whose first overwrite was checked
+
+    def release(self):
+        self.holding = False
 
     def flush(self, e):
-        self.flush_index = e.index
+        """Flush entries with no write between them are one point."""
+        if self.written:
+            self.flush_points.append(e.index)
+        self.written = False
 
-    def write(self, e):
+    def store_write(self, e):
         """A logged write that lies inside the store."""
+        self.written = True
         first = e.sector - e.sector % STORE_BLOCK_SECTORS
         for sector in range(first, e.sector + e.sectors, STORE_BLOCK_SECTORS):
-            index = self.map_block_at.get(sector)
-            if index is None:
-                self.last_write[sector] = e.index
-            elif sector >= e.sector and sector + STORE_BLOCK_SECTORS <= e.sector + e.sectors:
-                self.map_write(e, index, os.pread(self.log_fd, STORE_BLOCK_SECTORS * 512,
-                                                   e.data_at + (sector - e.sector) * 512))
-            else:
-                sys.exit(f"log entry {e.describe()} writes part of chunk map block {index}")
+            slot = self.slot_of_sector.get(sector)
+            if slot is None or not self.holding:
+                continue
+            self.last_write[slot] = e.index
+            if sector < e.sector or sector + STORE_BLOCK_SECTORS > e.sector + e.sectors:
+                continue
+            block = os.pread(self.log_fd, STORE_BLOCK_SECTORS * 512,
+                             e.data_at + (sector - e.sector) * 512)
+            if self.HEADER.unpack_from(block)[0] != self.LOG_MAGIC:
+                continue
+            head = self.LOG_HEAD.unpack_from(block, self.HEADER.size)
+            at = self.HEADER.size + self.LOG_HEAD.size
+            for k in range(min(head[4], (len(block) - at) // self.RECORD.size)):
+                origin_block, copy_slot, _ = self.RECORD.unpack_from(block, at + k * self.RECORD.size)
+                self.recorded.setdefault(origin_block, (e.index, copy_slot))
 
-    def map_write(self, e, index, block):
-        new = list(self.MAP_ENTRY.iter_unpack(block[self.HEADER:]))
-        old = self.entries.get(index, [])
-        for j, entry in enumerate(new):
-            if entry[1] and (j >= len(old) or old[j] != entry):
-                self.copies += 1
-                self.check_slot(e, entry[1] - 1)
-        self.entries[index] = new
-
-    def check_slot(self, e, slot):
-        for b in range(self.slot_blocks):
-            sector = self.sector_of(self.data_start + slot * self.slot_blocks + b)
-            w = self.last_write.get(sector)
-            if w is None or w > self.flush_index:
-                self.violations.append((e, slot, sector, w, self.flush_index))
-                return
+    def data_write(self, e):
+        """A logged write to the origin (outside the store)."""
+        self.written = True
+        if not self.holding or e.flags & DISCARD:
+            return
+        durable = self.flush_points[max(0, len(self.flush_points) - 1 - self.lag)]
+        for block in range(e.sector // STORE_BLOCK_SECTORS,
+                           (e.sector + e.sectors - 1) // STORE_BLOCK_SECTORS + 1):
+            if block in self.seen or self.whole.covers(block * STORE_BLOCK_SECTORS,
+                                                        STORE_BLOCK_SECTORS):
+                continue
+            self.seen.add(block)
+            self.checked_writes += 1
+            record, slot = self.recorded.get(block, (None, None))
+            copy = self.last_write.get(slot)
+            if record is None or copy is None or max(record, copy) >= durable:
+                self.violations.append((e, block, record, slot, copy, durable))
 
 
 def find_mark(entries, text, after=-1):
@@ -426,7 +497,7 @@ def check(args):
         dump = json.load(f)
     whole, meta = store_ranges(dump)
     epoch = args.open_epoch
-    copy_order = CopyOrder(dump, args.log_fd)
+    copy_order = CopyOrder(dump, args.log_fd, whole, args.copy_lag)
     answers = Answers(args, entries, start, meta)
     first = answers.at(start, epoch)
     if first:
@@ -460,14 +531,17 @@ def check(args):
                 copy_order.new_epoch()
                 answers.at(e.index, epoch)
                 disk_changed = False
+            elif mark == "release":
+                copy_order.release()
             continue
         if e.changes_disk():
             disk_changed = True
             if whole.covers(e.sector, e.sectors):
                 counts["store"] += 1
                 if not e.flags & DISCARD:
-                    copy_order.write(e)
+                    copy_order.store_write(e)
             else:
+                copy_order.data_write(e)
                 counts["discards" if e.flags & DISCARD else "writes"] += 1
                 counts["sectors"] += e.sectors
                 for c in range(e.sector // chunk_sectors,
@@ -523,14 +597,18 @@ def check(args):
           f"{time.monotonic() - t_start:.1f} s")
     if not data_writes or len(answers.states) < 2:
         sys.exit("nothing to check: no data write or no flush point after the start mark")
-    print(f"copies recorded in the chunk map: {copy_order.copies}, "
-          f"{len(copy_order.violations)} of them before their data was durable")
-    if not copy_order.copies:
-        sys.exit("nothing to check: no copy recorded in the chunk map")
-    for e, slot, sector, w, flush in copy_order.violations[:args.show]:
-        print(f"  COPY NOT DURABLE: entry {e.describe()} records slot {slot}, whose "
-              f"sector {sector} was " + (f"written by entry {w}, after the last flush point "
-              f"(entry {flush})" if w is not None else "not written in this epoch"))
+    print(f"blocks first overwritten while a snapshot was held: {copy_order.checked_writes}, "
+          f"{len(copy_order.violations)} of them before their copy and its record were durable")
+    if not copy_order.checked_writes:
+        sys.exit("nothing to check: no block overwritten while a snapshot was held")
+    for e, block, record, slot, copy, durable in copy_order.violations[:args.show]:
+        print(f"  OVERWRITE BEFORE ITS COPY: entry {e.describe()} overwrites block {block}; "
+              + (f"its record (entry {record}, slot {slot}) and copy (entry {copy}) were not "
+                 f"both durable at flush point entry {durable}" if record is not None and
+                 copy is not None else "no record or copy of it was written before"))
+    if args.copy_lag:
+        print(f"copy lag: each overwrite checked against the flush point {args.copy_lag} "
+              f"before the one that made its copy durable")
     if args.map_lag:
         print(f"map lag: each write checked against the store {args.map_lag} flush "
               f"point(s) too early")
@@ -553,9 +631,173 @@ def check(args):
     if missed or final_missed or copy_order.violations:
         return 1
     print("ok: every data write is covered by the store as durable at the flush point "
-          "before it, and by the final store since every epoch; every copy was durable "
-          "before the map entry that records it")
+          "before it, and by the final store since every epoch; no overwrite was durable "
+          "before the copy and record of the block it overwrote")
     return 0
+
+
+def device_sum(path, zero=None):
+    """sha256 of a device read with O_DIRECT, the sectors in zero (Ranges)
+    read as zeros."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, COPY_BYTES)
+    h = hashlib.sha256()
+    pos = 0
+    try:
+        while True:
+            n = os.preadv(fd, [buf], pos)
+            if not n:
+                break
+            data = bytearray(buf[:n])
+            if zero:
+                for sector in range(pos // 512, (pos + n) // 512, STORE_BLOCK_SECTORS):
+                    if zero.overlaps(sector, STORE_BLOCK_SECTORS):
+                        a = sector * 512 - pos
+                        data[a:a + STORE_BLOCK_SECTORS * 512] = bytes(STORE_BLOCK_SECTORS * 512)
+            h.update(data)
+            pos += n
+    finally:
+        os.close(fd)
+    return h.hexdigest()
+
+
+def dm(*args, check=True):
+    out = subprocess.run(["dmsetup", *args], capture_output=True, text=True)
+    if check and out.returncode:
+        sys.exit(f"dmsetup {' '.join(args)} failed: {out.stderr.strip()}")
+    return out
+
+
+class CutChecker:
+    """Loads the replayed disk as it stands, through a throw-away dm-snapshot
+    so that the load changes nothing of it, and reads the held snapshot's
+    image."""
+
+    def __init__(self, scratch, cow, sb_sector):
+        self.scratch, self.cow, self.sb_sector = scratch, cow, sb_sector
+        self.sectors = int(subprocess.run(["blockdev", "--getsz", scratch], check=True,
+                                          capture_output=True, text=True).stdout)
+
+    def image_sum(self):
+        dm("create", "cutbase", "--table",
+           f"0 {self.sectors} snapshot {self.scratch} {self.cow} N 8")
+        try:
+            dm("create", "cutvol", "--table", f"0 {self.sectors} cowfile /dev/mapper/cutbase "
+               f"/dev/mapper/cutbase {self.sb_sector}")
+            try:
+                state = dm("status", "cutvol").stdout.split()
+                if state[10] != "active":
+                    return None, " ".join(state[3:])
+                dm("create", "--readonly", "cutimg", "--table",
+                   f"0 {self.sectors} cowfile-snap /dev/mapper/cutbase")
+                try:
+                    return device_sum("/dev/mapper/cutimg"), " ".join(state[3:])
+                finally:
+                    dm("remove", "cutimg")
+            finally:
+                dm("remove", "cutvol")
+        finally:
+            dm("remove", "cutbase")
+
+
+NEGATIVE = "negative control, the image must differ: "
+
+
+def plan_cuts(entries, start, end, whole, copy_order, count):
+    """Cut points inside batches while a snapshot is held, for up to count
+    record block writes spread over the log: (log index to replay up to,
+    which, the record's entry, the sectors of the copies of its batch: the
+    data area blocks written between the flush points around it that are
+    not record blocks)."""
+    candidates = []
+    holding, last_flush = False, start
+    for e in entries[start + 1:end]:
+        if e.flags & MARK:
+            if e.mark.startswith("epoch="):
+                holding = True
+            elif e.mark == "release":
+                holding = False
+            continue
+        if e.is_flush_point():
+            last_flush = e.index
+            continue
+        if holding and e.changes_disk() and not e.flags & DISCARD and \
+                whole.covers(e.sector, e.sectors) and copy_order.is_record_write(e):
+            candidates.append((e, last_flush))
+    if count < len(candidates):
+        step = len(candidates) / count
+        candidates = [candidates[int(i * step)] for i in range(count)]
+    cuts = []
+    for record, last_flush in candidates:
+        flush = next((e for e in entries[record.index + 1:end] if e.is_flush_point()), None)
+        if flush is None:
+            continue
+        copies = [sector for e in entries[last_flush + 1:flush.index]
+                  if e.changes_disk() and not e.flags & DISCARD and copy_order.in_data_area(e)
+                  for sector in copy_order.copy_blocks(e)]
+        if not copies:
+            continue
+        write = next((e for e in entries[flush.index + 1:end] if e.changes_disk()
+                      and not whole.covers(e.sector, e.sectors)), None)
+        cuts.append((record.index, "its copies written, its record block not", record, copies))
+        cuts.append((flush.index, "copies and record written, not yet flushed", record, copies))
+        cuts.append((flush.index, "record written, its copies lost", record, copies))
+        if write:
+            cuts.append((write.index + 1, "flushed, and the first overwrite after it written",
+                         record, copies))
+            after = next((e for e in entries[write.index + 1:end] if e.is_flush_point()), None)
+            if after:
+                cuts.append((after.index, NEGATIVE + "the overwrites written, the copies lost",
+                             record, copies))
+    return sorted(cuts, key=lambda c: c[0])
+
+
+def cut_check(args):
+    """Replays the log to points inside batches and checks each crash state."""
+    t_start = time.monotonic()
+    args.log_fd = os.open(args.logdev, os.O_RDONLY)
+    entries = read_log(args.log_fd)
+    start = find_mark(entries, args.start_mark)
+    end = find_mark(entries, args.end_mark, start)
+    if start is None or end is None:
+        sys.exit("no start or end mark in the log")
+    with open(args.store_dump) as f:
+        dump = json.load(f)
+    whole, _ = store_ranges(dump)
+    copy_order = CopyOrder(dump, args.log_fd, whole, 0)
+    cuts = plan_cuts(entries, start, end, whole, copy_order, args.count)
+    if not cuts:
+        sys.exit("no batch to cut: nothing was copied while a snapshot was held")
+    replay = Replayer(args.log_fd, args.scratch)
+    checker = CutChecker(args.scratch, args.cow, args.sb_sector)
+    instant, done, failed = None, 0, 0
+    for e in entries[:end]:
+        while done < len(cuts) and cuts[done][0] == e.index:
+            index, what, record, copies = cuts[done]
+            done += 1
+            saved = []
+            if what.endswith("copies lost"):
+                for sector in copies:
+                    saved.append((sector, os.pread(replay.fd, BLOCK_BYTES, sector * 512)))
+                    os.pwrite(replay.fd, bytes(BLOCK_BYTES), sector * 512)
+            replay.sync()
+            got, state = checker.image_sum()
+            for sector, data in saved:
+                os.pwrite(replay.fd, data, sector * 512)
+            ok = (got == instant) != what.startswith(NEGATIVE)
+            failed += not ok
+            print(f"{'ok' if ok else 'FAIL'}: cut at entry {index} (record block entry "
+                  f"{record.index}, {len(copies)} copies in its batch): {what}: "
+                  + ("image equals the instant" if got == instant else
+                     "the snapshot is invalid" if got is None else "the image differs from the instant")
+                  + f" [status {state}]")
+        if e.flags & MARK and e.mark.startswith("epoch="):
+            replay.sync()
+            instant = device_sum(args.scratch, whole)
+        if e.changes_disk():
+            replay.apply(e)
+    print(f"{len(cuts)} cut points checked, {failed} failed, {time.monotonic() - t_start:.1f} s")
+    return 1 if failed else 0
 
 
 def list_log(args):
@@ -584,10 +826,25 @@ def main():
                     help="after replaying the whole log, compare SCRATCH with DEV (the disk)")
     ck.add_argument("--save-answers", metavar="FILE", help="keep each flush point's answer")
     ck.add_argument("--answers", metavar="FILE", help="use saved answers instead of replaying")
+    ck.add_argument("--copy-lag", type=int, default=0, metavar="N",
+                    help="check each overwrite against the flush point N before the one "
+                         "that preceded it (a negative control)")
     ck.add_argument("--map-lag", type=int, default=0, metavar="N",
                     help="check against the store N flush points early (negative check)")
     ck.add_argument("--show", type=int, default=10, help="missed chunks to print")
     ck.set_defaults(run=check)
+    cu = sub.add_parser("cuts", help="replay the log to points inside copy batches and check "
+                                     "the held snapshot's image at each")
+    cu.add_argument("logdev")
+    cu.add_argument("scratch")
+    cu.add_argument("sb_sector", type=int)
+    cu.add_argument("--store-dump", required=True, help="cowfile-store dump --json of the store")
+    cu.add_argument("--cow", required=True,
+                    help="a device for the throw-away dm-snapshot each load goes through")
+    cu.add_argument("--count", type=int, default=3, help="batches to cut")
+    cu.add_argument("--start-mark", default="start")
+    cu.add_argument("--end-mark", default="end")
+    cu.set_defaults(run=cut_check)
     args = p.parse_args()
     sys.exit(args.run(args))
 

@@ -53,7 +53,7 @@ SB_FIELDS = {
     "nr_extents": (104, "<I"), "extent_table_blocks": (108, "<I"), "map_start": (112, "<Q"),
     "map_blocks": (120, "<Q"), "data_start": (128, "<Q"), "snap_state": (136, "<I"),
     "snap_invalid_reason": (140, "<I"), "snap_epoch": (144, "<Q"),
-    "data_slots_used": (152, "<Q"),
+    "log_checkpoint": (152, "<Q"),
 }
 EXTENT_TABLE_SECTORS = 224
 
@@ -185,6 +185,8 @@ def hostile_cases(s):
          lambda st: st.set("nr_extents", st.get("extent_table_blocks") * EXTENTS_PER_BLOCK + 1)),
         ("chunk_sectors not a power of two (24)",
          lambda st: st.set("chunk_sectors", 24)),
+        ("format version 1 (64 KiB copies in chunk slots, read differently)",
+         lambda st: st.set("version", 1)),
     ]
 
 
@@ -270,12 +272,12 @@ def forge(args):
     store_uuid = uuid.uuid4().bytes
     sb = bytearray(BLOCK)
     struct.pack_into("<IIQ16s", sb, 0, SB_MAGIC, 0, 0, store_uuid)
-    fields = dict(version=1, flags=0, block_size=BLOCK, chunk_sectors=args.chunk_sectors,
+    fields = dict(version=2, flags=0, block_size=BLOCK, chunk_sectors=args.chunk_sectors,
                   origin_sectors=args.origin_sectors, sb_sector=args.sb_sector, epoch=1,
                   generation_epoch=1, store_blocks=store_blocks, nr_extents=1,
                   extent_table_blocks=1, map_start=map_start, map_blocks=args.map_blocks,
                   data_start=data_start, snap_state=0, snap_invalid_reason=0, snap_epoch=0,
-                  data_slots_used=0)
+                  log_checkpoint=0)
     for name, value in fields.items():
         off, fmt = SB_FIELDS[name]
         struct.pack_into(fmt, sb, off, value)

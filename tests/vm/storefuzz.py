@@ -6,16 +6,20 @@
 The store (on STORE_DEV at SB_SECTOR, made for ORIGIN, generation
 GENERATION, a snapshot held, chunks marked) must be unloaded. Each
 iteration picks a metadata block (the superblock, a used extent table
-block, or a chunk map block) and a corruption (a flipped bit, a few random
+block, a chunk map block, or a record block of the snapshot's log) and a
+corruption (a flipped bit, a few random
 bytes, zeros, random contents, another block of the same store, or the
 superblock of another store read from OTHER_SB "DEV:SECTOR"), writes it
 with O_DIRECT, loads a cowfile table over it, and judges the outcome:
 
   - refused: the load must fail and the kernel log must say why
     ("cowfile: <reason>"); the reasons are counted.
-  - loaded: allowed only for a chunk map block, which the kernel replaces;
+  - loaded: allowed for a chunk map block, which the kernel replaces;
     then the generation must differ from GENERATION (so the next backup is
-    full) and the held snapshot must be invalid (metadata_error).
+    full) and the held snapshot must be invalid (metadata_error). Allowed
+    for a record block: then the snapshot must be invalid (metadata_error),
+    or still active with every copy the pristine store had (the damaged
+    block was the older one of its pair, which the log no longer needs).
 
 Anything else (a corrupt superblock or extent table trusted, a damaged map
 trusted with the old generation) is a failure. The pristine blocks are
@@ -32,6 +36,7 @@ import time
 from vmio import BLOCK, Kmsg, read_block, run, write_block
 
 EXTENTS_PER_BLOCK = (BLOCK - 32) // 16
+LOG_MAGIC = (0x4C464F43).to_bytes(4, "little")
 STORE_TOOL = os.environ["COWFILE_STORE"]
 
 
@@ -46,7 +51,18 @@ def metadata_blocks(dump, sb_sector):
         blocks.append(("extent_table", i, sector * 512))
     for i in range(dump["map_blocks"]):
         blocks.append(("chunk_map", i, logical[dump["map_start"] + i]))
-    return blocks
+    return blocks, logical
+
+
+def record_blocks(fd, dump, logical, limit=4096):
+    """(kind, slot, byte offset) of the log's record blocks among the first
+    limit slots of the data area (magic "COFL")."""
+    found = []
+    for slot in range(min(limit, len(logical) - dump["data_start"])):
+        off = logical[dump["data_start"] + slot]
+        if read_block(fd, off)[:4] == LOG_MAGIC:
+            found.append(("log_record", slot, off))
+    return found
 
 
 def corrupt(rng, data, pristine, other_sb):
@@ -87,11 +103,17 @@ def main():
     sectors = run("blockdev", "--getsz", origin).stdout.strip()
     table = f"0 {sectors} cowfile {origin} {store_dev} {sb_sector}"
     dump = json.loads(run(STORE_TOOL, "dump", store_dev, str(sb_sector), "--json").stdout)
-    blocks = metadata_blocks(dump, sb_sector)
+    blocks, logical = metadata_blocks(dump, sb_sector)
+    fd = os.open(store_dev, os.O_RDWR | os.O_DIRECT | os.O_SYNC)
+    blocks += record_blocks(fd, dump, logical)
     print(f"{len(blocks)} metadata blocks: " +
           ", ".join(f"{k} {n}" for k, n in collections.Counter(b[0] for b in blocks).items()))
-
-    fd = os.open(store_dev, os.O_RDWR | os.O_DIRECT | os.O_SYNC)
+    if not any(b[0] == "log_record" for b in blocks):
+        sys.exit("FAIL: the store holds no record block: the held snapshot copied nothing")
+    run("dmsetup", "create", "fuzz", "--table", table)
+    copied = status("fuzz")[11]
+    run("dmsetup", "remove", "fuzz")
+    print(f"pristine store: {copied} blocks copied for the held snapshot")
     ofd = os.open(other_dev, os.O_RDONLY | os.O_DIRECT)
     other_sb = read_block(ofd, int(other_sector) * 512)
     os.close(ofd)
@@ -125,11 +147,20 @@ def main():
             st = status("fuzz")
             run("dmsetup", "remove", "fuzz")
             spent["status and remove"] += time.monotonic() - t
-            if kind != "chunk_map":
+            if kind == "log_record":
+                if st[7] == "invalid" and st[9] == "metadata_error":
+                    outcomes[f"{kind}: snapshot invalid"] += 1
+                elif st[7] == "active" and st[11] == copied:
+                    outcomes[f"{kind}: older block of its pair, every copy kept"] += 1
+                else:
+                    sys.exit(f"FAIL {what}: damaged log trusted (status {' '.join(st)}, "
+                             f"{copied} copies before)")
+            elif kind != "chunk_map":
                 sys.exit(f"FAIL {what}: loaded (status {' '.join(st)})")
-            if st[1] == generation or st[7] != "invalid" or st[9] != "metadata_error":
+            elif st[1] == generation or st[7] != "invalid" or st[9] != "metadata_error":
                 sys.exit(f"FAIL {what}: damaged chunk map trusted (status {' '.join(st)})")
-            outcomes[f"{kind}: new generation"] += 1
+            else:
+                outcomes[f"{kind}: new generation"] += 1
         t = time.monotonic()
         for o, data in pristine.items():
             write_block(fd, o, data)

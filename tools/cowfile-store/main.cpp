@@ -170,7 +170,7 @@ int run_dump(const StoreAddress &address, bool as_json)
 			{"snap_state", snap_state_name(sb.snap_state)},
 			{"snap_invalid_reason", invalid_reason_name(sb.snap_invalid_reason)},
 			{"snap_epoch", sb.snap_epoch},
-			{"data_slots_used", sb.data_slots_used},
+			{"log_checkpoint", sb.log_checkpoint},
 			{"data_slots_total", reader.data_slots()},
 			{"origin_sum", sb.flags & COWFILE_SB_ORIGIN_SUM ? json(sb.origin_sum) : json()},
 			{"extents", extents_json(reader.extents())},
@@ -195,7 +195,8 @@ int run_dump(const StoreAddress &address, bool as_json)
 	else
 		fmt::print("snapshot         {} (epoch {}, {})\n", snap_state_name(sb.snap_state),
 			   sb.snap_epoch, invalid_reason_name(sb.snap_invalid_reason));
-	fmt::print("slots            {}/{}\n", sb.data_slots_used, reader.data_slots());
+	fmt::print("log              {} of {} slots durable at the last superblock write\n",
+		   sb.log_checkpoint, reader.data_slots());
 	if (sb.flags & COWFILE_SB_ORIGIN_SUM)
 		fmt::print("origin sum       {:#010x} (crc32c of its first chunk at the clean unload)\n",
 			   sb.origin_sum);

@@ -38,12 +38,13 @@ struct CowfileStatus {
 	std::uint32_t chunk_sectors = 0;
 	std::uint64_t marked = 0;
 	std::uint64_t chunks = 0;
-	std::uint64_t slots_used = 0;
+	std::uint64_t slots_used = 0;    // 4 KiB log slots: copies and record blocks
 	std::uint64_t slots = 0;
 	SnapState snap_state = SnapState::none;
 	std::uint64_t snap_epoch = 0;    // 0 when none
 	std::string invalid_reason;      // empty unless invalid
 	std::uint64_t core_bytes = 0;
+	std::uint64_t copied_blocks = 0; // 4 KiB blocks copied for the held snapshot
 
 	// Throws UsageError naming the field that does not parse.
 	static CowfileStatus parse(std::string_view params);

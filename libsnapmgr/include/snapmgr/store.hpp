@@ -71,9 +71,10 @@ std::uint32_t extent_table_capacity(std::size_t nr_extents);
 // Throws StoreError when the metadata does not fit in store_blocks.
 StoreLayout compute_layout(std::uint64_t store_blocks, std::uint32_t chunk_sectors,
 			   std::uint64_t origin_sectors, std::size_t nr_extents);
-// Copy slots in the data area: each extent holds as many whole chunks as fit
-// in its part at or after data_start, so a slot never straddles an extent.
-// The kernel numbers slots the same way.
+// Slots of slot_sectors in the data area: each extent holds as many whole
+// slots as fit in its part at or after data_start. Format 2 slots are one
+// block (COWFILE_BLOCK_SECTORS): slot n is logical block data_start + n, as
+// the kernel numbers them.
 std::uint64_t count_data_slots(std::span<const StoreExtent> extents, std::uint64_t data_start,
 			       std::uint32_t chunk_sectors);
 
@@ -99,7 +100,7 @@ struct Superblock {
 	std::uint32_t snap_state = COWFILE_SNAP_NONE;
 	std::uint32_t snap_invalid_reason = COWFILE_INVALID_NONE;
 	std::uint64_t snap_epoch = 0;
-	std::uint64_t data_slots_used = 0;
+	std::uint64_t log_checkpoint = 0;
 	// crc32c of the origin's first chunk at the clean unload, when
 	// COWFILE_SB_ORIGIN_SUM is set (the kernel compares it at the next load).
 	std::uint32_t origin_sum = 0;
@@ -117,7 +118,7 @@ struct Superblock {
 
 struct MapEntry {
 	std::uint32_t last_epoch = 0; // 0: never written in this store
-	std::uint32_t slot = 0;       // 1 + copy slot, see the format header
+	std::uint32_t reserved = 0;   // 0 in format 2
 	bool operator==(const MapEntry &) const = default;
 };
 

@@ -66,7 +66,7 @@ reader=$!
 # First writes between the grows, so that copies land in each new extent.
 for step in 1 2 3 4 5 6; do
 	"$SNAPMGR" grow vg-lv 5M
-	fio --name=w$step --filename="$MNT/f1" --rw=write:60k --bs=4k --size=4M \
+	fio --name=w$step --filename="$MNT/f1" --rw=write --bs=64k --size=4M \
 		--offset=$(((step - 1) * 4))M --direct=1 --ioengine=psync --output=/dev/null
 done
 touch /tmp/stop-reader

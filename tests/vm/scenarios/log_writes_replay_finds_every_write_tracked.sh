@@ -5,8 +5,11 @@
 # each with its store file on itself) while it takes a mixed load across
 # snapshots and releases; logwrites.py replays the log flush point by flush
 # point and reads each replayed store with cowfile-store. It also checks
-# that every copy into the store was durable before the chunk map entry
-# naming its slot was written.
+# that, while a snapshot is held, no block's overwrite was issued before its
+# copy and the log record naming the copy were durable, and loads the
+# volume as a crash inside a copy batch would leave it (the log replayed to
+# points between the copies, their record, the flush and the overwrite):
+# the image must be the instant.
 . "$(dirname "$0")/../lib.sh"
 logwrites=$(dirname "$0")/../logwrites.py
 
@@ -18,6 +21,7 @@ modprobe dm-log-writes
 DATA=$(new_loop 320M)
 LOG=$(new_loop 1G)
 SCRATCH=$(new_loop 320M)
+COW=$(new_loop 64M) # the throw-away dm-snapshot of each crash state's load
 MNT=/mnt/vol
 mkdir -p "$MNT"
 
@@ -43,6 +47,14 @@ snapshot() {
 	dmsetup message vol 0 snapshot
 	dmsetup resume vol
 	expect_eq "$(status_field vol 4)" "$next" "epoch after the snapshot"
+}
+
+# release: what the held snapshot's epoch wrote is in the log before the mark.
+release() {
+	sync
+	sync /dev/mapper/lw
+	dmsetup message lw 0 mark release
+	dmsetup message vol 0 release
 }
 
 # What a volume sees: files written through the page cache with fsync and
@@ -71,7 +83,7 @@ workload() {
 		--output=/tmp/fio.out || { cat /tmp/fio.out; fail "fio while the snapshot is held"; }
 	[ "$(status_field vol 7 | cut -d/ -f1)" -gt 0 ] || fail "no chunk was copied into the store"
 	fstrim "$MNT" # dropped by the target: the snapshot still needs the data
-	dmsetup message vol 0 release
+	release
 
 	phase trim
 	rm "$MNT/b"
@@ -86,7 +98,7 @@ workload() {
 	phase held2
 	snapshot
 	dd if=/dev/urandom of="$MNT/c" bs=256k count=4 oflag=direct,sync status=none
-	dmsetup message vol 0 release
+	release
 	phase rm
 	rm -r "$MNT/small"
 	sync
@@ -155,6 +167,26 @@ run() {
 	fi
 	grep -A2 '^MISSED:' /tmp/lag.out || { cat /tmp/lag.out; fail "$fstype: the lagged check failed otherwise"; }
 	echo "ok: $fstype: with the map one flush late the check reports misses"
+
+	# The same for copies: each overwrite checked against the flush point
+	# before the one that made its copy and record durable, as if the
+	# target let overwrites go one flush early.
+	if python3 "$logwrites" check "$LOG" "$SCRATCH" "$SB_SECTOR" --store-tool "$COWFILE_STORE" \
+		--store-dump /tmp/store.json --open-epoch "$e0" --answers /tmp/answers.json \
+		--copy-lag 1 > /tmp/lag.out 2>&1; then
+		cat /tmp/lag.out
+		fail "$fstype: the check found nothing with copies one flush late"
+	fi
+	grep -q 'OVERWRITE BEFORE ITS COPY' /tmp/lag.out ||
+		{ cat /tmp/lag.out; fail "$fstype: the copy-lagged check failed otherwise"; }
+	grep -m2 -e 'blocks first overwritten' -e 'OVERWRITE BEFORE ITS COPY' /tmp/lag.out
+	echo "ok: $fstype: with copies one flush late the check reports overwrites before their copy"
+
+	log "$fstype: crash states inside copy batches, loaded: the image is the instant"
+	t=$SECONDS
+	python3 "$logwrites" cuts "$LOG" "$SCRATCH" "$SB_SECTOR" --store-dump /tmp/store.json \
+		--cow "$COW" --count 2 || fail "$fstype: a crash state inside a copy batch loses the instant"
+	echo "cuts: $((SECONDS - t)) s"
 }
 
 run ext4

@@ -58,9 +58,9 @@ on_exit "dmsetup remove vol-snap"
 expect_eq "$(dev_sum /dev/mapper/vol-snap)" "$(dev_sum /tmp/instant.img)" "image after re-create"
 # A chunk copied before the re-create is not copied again.
 python3 "$chunkio" write "$VOL" $CHUNK 5 7
-expect_eq "$(status_field vol 7 | cut -d/ -f1)" 3 "no second copy of a copied chunk"
+expect_eq "$(status_field vol 12)" 3 "no second copy of a copied block"
 python3 "$chunkio" write "$VOL" $CHUNK 9
-expect_eq "$(status_field vol 7 | cut -d/ -f1)" 4 "a new chunk gets a new slot"
+expect_eq "$(status_field vol 12)" 4 "a new block gets a copy"
 expect_eq "$(dev_sum /dev/mapper/vol-snap)" "$(dev_sum /tmp/instant.img)" "image after more writes"
 
 "$COWFILE_STORE" changes "$STORE_DEV" "$SB_SECTOR" --since "$e0" --json > /tmp/ch.json

@@ -11,12 +11,19 @@
  *   logical block 0                    superblock
  *   1 .. extent_table_blocks           extent table
  *   map_start .. +map_blocks           chunk map: per origin chunk, the last
- *                                      epoch it was written in and its
- *                                      snapshot copy slot
- *   data_start .. store_blocks-1       data area: snapshot copies, one
- *                                      chunk per slot, each slot physically
- *                                      contiguous (slots never straddle
- *                                      an extent)
+ *                                      epoch it was written in
+ *   data_start .. store_blocks-1       data area: the held snapshot's log,
+ *                                      one 4 KiB slot per logical block
+ *                                      (slot n is block data_start + n)
+ *
+ * The log (docs/STORE-LOG.md) holds, in write order, the 4 KiB origin
+ * blocks copied since the snapshot and the record blocks that name them.
+ * Records come in groups: a group takes two slots for its record block
+ * and the slots after them for copies. Each batch of copies rewrites the
+ * group's record block, with every record of the group so far, into the
+ * group's other slot, and is made durable by one flush: a torn record
+ * block leaves the previous one intact. A full group is followed by the
+ * next group at its log_end.
  *
  * Every metadata block starts with struct cowfile_block_header: magic,
  * crc32c, its own logical block number and the store UUID, so a block that
@@ -32,13 +39,14 @@
  */
 #include <linux/types.h>
 
-#define COWFILE_FORMAT_VERSION		1
+#define COWFILE_FORMAT_VERSION		2
 #define COWFILE_BLOCK_SIZE		4096
 #define COWFILE_BLOCK_SECTORS		(COWFILE_BLOCK_SIZE >> 9)
 
 #define COWFILE_SB_MAGIC		0x53464f43u	/* "COFS" */
 #define COWFILE_EXTENT_MAGIC		0x58464f43u	/* "COFX" */
 #define COWFILE_MAP_MAGIC		0x4d464f43u	/* "COFM" */
+#define COWFILE_LOG_MAGIC		0x4c464f43u	/* "COFL" */
 
 /* Chunk size limits, in 512-byte sectors (power of two). */
 #define COWFILE_MIN_CHUNK_SECTORS	8		/* 4 KiB */
@@ -80,6 +88,7 @@ struct cowfile_block_header {
 #define COWFILE_INVALID_METADATA	3
 #define COWFILE_INVALID_ORIGIN_IO	4
 #define COWFILE_INVALID_ORIGIN_CHANGED	5	/* written while not tracked */
+#define COWFILE_INVALID_NO_MEMORY	6	/* no memory for a copy */
 
 struct cowfile_superblock {
 	struct cowfile_block_header hdr;	/* magic COWFILE_SB_MAGIC, blocknr 0 */
@@ -107,7 +116,8 @@ struct cowfile_superblock {
 	__le32 snap_state;		/* COWFILE_SNAP_* */
 	__le32 snap_invalid_reason;	/* COWFILE_INVALID_* */
 	__le64 snap_epoch;		/* epoch the held snapshot closed */
-	__le64 data_slots_used;		/* copy slots handed out since the snapshot */
+	__le64 log_checkpoint;		/* log slots whose copies were durable
+					 * when this superblock was written */
 
 	/*
 	 * crc32c of the origin's first chunk at the last clean unload
@@ -146,13 +156,10 @@ struct cowfile_extent_block {
  * (0: never in this store); it is durable before the write is issued, so
  * "written after epoch E" is exactly last_epoch > E, possibly over-reporting
  * a write that was marked but never reached the origin.
- * slot is 1 + the data slot holding the chunk's copy for the held snapshot;
- * it is meaningful only when last_epoch == snap_epoch + 1 while a snapshot is
- * held (the chunk was first written after the snapshot, so it was copied).
  */
 struct cowfile_map_entry {
 	__le32 last_epoch;
-	__le32 slot;
+	__le32 reserved;		/* 0 */
 };
 
 struct cowfile_map_block {
@@ -163,6 +170,38 @@ struct cowfile_map_block {
 #define COWFILE_MAP_ENTRIES_PER_BLOCK	\
 	((COWFILE_BLOCK_SIZE - sizeof(struct cowfile_block_header)) / \
 	 sizeof(struct cowfile_map_entry))
+
+/*
+ * One copy in the log: the 4 KiB origin block it holds, its slot and the
+ * crc32c of its 4096 bytes (standard CRC-32C, as the block checksum).
+ */
+struct cowfile_log_record {
+	__le64 origin_block;		/* origin sector / 8 */
+	__le32 slot;
+	__le32 csum;
+};
+
+/*
+ * A group's record block, in slot group_slot or group_slot + 1; blocknr
+ * in its header is the logical block of the slot it was written to. The
+ * valid one of the two with the higher seq holds the group. seq grows by
+ * one with every record block written for the snapshot; log_end is the
+ * number of log slots in use after the batch that wrote it.
+ */
+struct cowfile_log_block {
+	struct cowfile_block_header hdr;	/* magic COWFILE_LOG_MAGIC */
+	__le64 snap_epoch;		/* of the snapshot the log belongs to */
+	__le64 seq;
+	__le64 group_slot;
+	__le64 log_end;
+	__le32 nr_records;
+	__le32 reserved;
+	struct cowfile_log_record records[];
+};
+
+#define COWFILE_LOG_RECORDS_PER_BLOCK	\
+	((COWFILE_BLOCK_SIZE - sizeof(struct cowfile_log_block)) / \
+	 sizeof(struct cowfile_log_record))
 
 /*
  * Target grammar
