@@ -295,11 +295,12 @@ echo "{\"config\": \"agent\", \"image_bytes\": $size, \"local_s\": $t_local, \"o
 tail -n 1 "$out"
 
 # ---- in-core memory of a 1 TiB origin: dm-zero (writes dropped, reads of
-# zeros), so that 1 GiB of scattered 4 KiB copies costs no origin space ----
+# zeros), so that 1 GiB of scattered 4 KiB copies costs no origin space. The
+# store holds the 128 MiB chunk map of a TiB and the 1 GiB log. ----
 log "in-core memory per TiB"
 dmsetup create benchzero --table "0 $((1 << 31)) zero"
 mem_origin=/dev/mapper/benchzero
-new_store /mnt/aux/mem.store 1100M "$mem_origin" > /dev/null
+new_store /mnt/aux/mem.store 1300M "$mem_origin" > /dev/null
 dmsetup create benchmem --table "0 $(dev_sectors "$mem_origin") cowfile $mem_origin $STORE_DEV $SB_SECTOR"
 # write_spread FIRST_BLOCK: one 4 KiB write every 4 GiB over the whole TiB.
 write_spread() {
