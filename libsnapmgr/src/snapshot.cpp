@@ -130,7 +130,7 @@ std::vector<SnapshotResult> snapshot(const std::vector<std::string> &requested, 
 		CowfileStatus s = kernel_status(m.name);
 		results.push_back({m.name, dm::device_path(image_name(m.name)), s.generation,
 				   s.snap_epoch, m.changed_bytes,
-				   s.slots * s.chunk_sectors * 512});
+				   s.slots * COWFILE_BLOCK_SIZE});
 	}
 	return results;
 }
