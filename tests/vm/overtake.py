@@ -5,10 +5,11 @@
 
 With the origin's reads delayed far longer than the store's writes (the
 scenario sets that up with dm-delay), the first write W1 at OFFSET goes
-into a copy-and-record commit. As soon as its copy is done (tracepoint
-cowfile_cow_done) an image read R of the same 4 KiB is issued: the chunk
-is not marked yet, so R goes to the origin, where it waits out the read
-delay. As soon as the chunk is marked (tracepoint cowfile_chunk_marked),
+into a copy-and-record commit. As soon as the old data is read and the
+copy gets its slot (tracepoint cowfile_cow_start), before the copy is
+written and flushed, an image read R of the same 4 KiB is issued: the
+block is not copied yet, so R goes to the origin, where it waits out the
+read delay. As soon as the chunk is marked (tracepoint cowfile_chunk_marked),
 a second write W2 with new data goes to the same 4 KiB. R must still
 return the data of the instant. Prints the timeline; exits 1 when R
 returned other data, 2 when the timing did not set up the race (R done
@@ -39,7 +40,7 @@ def main():
     if not os.path.exists(TRACING + "/trace_pipe"):
         os.system(f"mount -t tracefs nodev {TRACING}")
     write_file(TRACING + "/trace", "")
-    for ev in ("cowfile_cow_done", "cowfile_chunk_marked"):
+    for ev in ("cowfile_cow_start", "cowfile_chunk_marked"):
         write_file(f"{TRACING}/events/dm_cowfile/{ev}/enable", "1")
     pipe = open(TRACING + "/trace_pipe")
 
@@ -70,7 +71,7 @@ def main():
 
     w1 = threading.Thread(target=io, args=("W1", lambda: os.pwritev(vfd, [aligned(b"1" * 4096)], offset)))
     w1.start()
-    wait_event("cowfile_cow_done")
+    wait_event("cowfile_cow_start")
     r = threading.Thread(target=io, args=("R", lambda: os.preadv(ifd, [result], offset)))
     r.start()
     wait_event("cowfile_chunk_marked")
@@ -78,7 +79,7 @@ def main():
     w2.start()
     for t in (w1, r, w2):
         t.join()
-    for ev in ("cowfile_cow_done", "cowfile_chunk_marked"):
+    for ev in ("cowfile_cow_start", "cowfile_chunk_marked"):
         write_file(f"{TRACING}/events/dm_cowfile/{ev}/enable", "0")
 
     if times["R done"] < times["W2 issued"]:

@@ -4,8 +4,9 @@
 # after the instant from a snapshot that reports itself valid.
 # The origin's reads are delayed 2 s and the store's writes 0.3 s
 # (dm-delay), and tests/vm/overtake.py issues the image read right after
-# the first write's copy and the second write right when the chunk is
-# marked, from the kernel's tracepoints; see there.
+# the first write's old data is read for its copy (before the copy is
+# durable) and the second write right when the chunk is marked, from the
+# kernel's tracepoints; see there.
 . "$(dirname "$0")/../lib.sh"
 
 load_modules
