@@ -221,7 +221,7 @@ back)
 	expect_eq "$(status_of snapshot)" invalid "the snapshot held while writes went untracked"
 	snapmgr release $VOL
 	log "untrack of the mounted root"
-	expect_fail "untrack of a mounted root without --keep-store" snapmgr untrack $VOL
+	expect_fail -s 2 "untrack of a mounted root without --keep-store" snapmgr untrack $VOL
 	cp /etc/snapmgr/volumes/$VOL.conf /var/lib/boot-test/conf
 	snapmgr untrack --keep-store $VOL
 	[ ! -e /etc/snapmgr/volumes/$VOL.conf ] || fail "untrack --keep-store left the configuration"

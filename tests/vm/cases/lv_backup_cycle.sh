@@ -35,7 +35,7 @@ on_exit "umount $MNT"
 table_before=$(dmsetup table vg-lv)
 
 log "a track that fails part way (no cowfile target yet) undoes what it did"
-expect_fail "track without the dm-cowfile module" "$SNAPMGR" -v track "$LV"
+expect_fail -s 1 "track without the dm-cowfile module" "$SNAPMGR" -v track "$LV"
 grep -q "creating vg-lv-real" /tmp/expect_fail.out || fail "the failure came before the insertion began"
 expect_eq "$(dmsetup table vg-lv)" "$table_before" "vg-lv's table after the failed track"
 dmsetup info vg-lv-real > /dev/null 2>&1 && fail "vg-lv-real was left behind"
@@ -117,8 +117,8 @@ expect_eq "$(dev_sum /tmp/backup.img)" "$(dev_sum /tmp/full2.img)" "incremental 
 check_image_files /tmp/backup.img "$sum_a2" "$sum_b"
 
 log "refused while a snapshot is held, nothing changes"
-expect_fail "snapshot while one is held" "$SNAPMGR" snapshot vg-lv
-expect_fail "untrack while a snapshot is held" "$SNAPMGR" untrack vg-lv
+expect_fail -s 2 "snapshot while one is held" "$SNAPMGR" snapshot vg-lv
+expect_fail -s 2 "untrack while a snapshot is held" "$SNAPMGR" untrack vg-lv
 expect_eq "$(dmsetup table vg-lv | awk '{print $3}')" cowfile "table after refused untrack"
 "$SNAPMGR" release vg-lv
 

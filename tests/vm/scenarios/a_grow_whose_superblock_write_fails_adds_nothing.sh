@@ -48,7 +48,7 @@ dmsetup reload storedev --table "0 $SB_SECTOR linear $disk 0
 $SB_SECTOR 8 error
 $((SB_SECTOR + 8)) $((disk_sectors - SB_SECTOR - 8)) linear $disk $((SB_SECTOR + 8))"
 dmsetup resume storedev
-expect_fail "grow whose superblock write fails" dmsetup message vol 0 grow $free:256
+expect_fail -s 1 "grow whose superblock write fails" dmsetup message vol 0 grow $free:256
 expect_eq "$(status_field vol 7)" "$slots" "slots used/total after the failed grow"
 dmsetup reload storedev --table "0 $disk_sectors linear $disk 0"
 dmsetup resume storedev

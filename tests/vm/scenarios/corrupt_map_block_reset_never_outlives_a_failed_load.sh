@@ -73,7 +73,7 @@ corrupt_sum=$(map_block)
 log "a load that fails: the origin's first chunk cannot be read"
 printf '0 128 error\n128 %s linear %s 128\n' $((size - 128)) "$origin_loop" | reload_orig
 dmesg -C
-expect_fail "load with the origin's first chunk unreadable" dmsetup create vol --table "$table"
+expect_fail -s 1 "load with the origin's first chunk unreadable" dmsetup create vol --table "$table"
 dmsetup info vol > /dev/null 2>&1 && { dmsetup remove vol; fail "vol left behind by the failed load"; }
 dmesg | grep "cowfile" || true
 if [ "$(map_block)" = "$corrupt_sum" ]; then

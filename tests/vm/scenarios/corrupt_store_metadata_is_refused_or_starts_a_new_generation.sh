@@ -52,7 +52,7 @@ dmsetup remove vol
 
 # refused WHAT REASON TABLE: the load fails and the kernel log says REASON.
 refused() {
-	expect_fail "$1" dmsetup create vol --table "$3"
+	expect_fail -s 1 "$1" dmsetup create vol --table "$3"
 	dmesg | tail -3 | grep -q "cowfile: $2" || { dmesg | tail -3; fail "$1: the kernel did not say '$2'"; }
 	echo "ok: $1 says '$2'"
 }
@@ -87,7 +87,7 @@ mv /mnt/stores/fzb.store /mnt/stores/fza.store
 mv /mnt/stores/tmp.store /mnt/stores/fzb.store
 chattr +i /mnt/stores/fza.store /mnt/stores/fzb.store
 for v in a b; do
-	expect_fail "reattach fz$v with the other volume's store" "$SNAPMGR" reattach "fz$v"
+	expect_fail -s 1 "reattach fz$v with the other volume's store" "$SNAPMGR" reattach "fz$v"
 	grep -q "not where the store records them\|another store\|store UUID" /tmp/expect_fail.out ||
 		fail "fz$v: the refusal does not say the store is not its own"
 	[ ! -e "/dev/mapper/fz$v" ] || fail "fz$v attached"

@@ -181,6 +181,6 @@ for half in 3 4; do
 	done
 	usage /tmp/u$half
 done
-expect_fail "the leak detector on 8 dm devices left behind per half" grows 8 /tmp/u2 /tmp/u3 /tmp/u4
+expect_fail -s 1 "the leak detector on 8 dm devices left behind per half" grows 8 /tmp/u2 /tmp/u3 /tmp/u4
 grep -q "^GROWS" /tmp/expect_fail.out || fail "the control failed for another reason"
 grep "^GROWS" /tmp/expect_fail.out

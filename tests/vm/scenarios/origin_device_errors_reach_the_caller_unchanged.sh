@@ -30,7 +30,7 @@ swap_origin() {
 }
 # expect_eio WHAT CMD...: CMD fails, and says it was an I/O error.
 expect_eio() {
-	expect_fail "$@"
+	expect_fail -s 1 "$@"
 	grep -q "Input/output error" /tmp/expect_fail.out || fail "$1: not an I/O error"
 }
 dmsetup create vol --table "0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR"
@@ -84,7 +84,7 @@ for fs in ext4 xfs; do
 	esac
 	mount $VOL /mnt/vol
 	swap_origin "0 $size flakey $origin_loop 0 0 1 1 error_writes"
-	expect_fail "$fs: fsync of a new file" dd if=/tmp/a.bin of=/mnt/vol/f bs=1M conv=fsync status=none
+	expect_fail -s 1 "$fs: fsync of a new file" dd if=/tmp/a.bin of=/mnt/vol/f bs=1M conv=fsync status=none
 	umount /mnt/vol
 	echo "ok: $fs unmounts"
 	swap_origin "$healthy"
