@@ -222,7 +222,7 @@ void *store_cached_map_block(struct cowfile_store *s, u64 index,
 			     struct dm_buffer **bp);
 void *store_reset_map_block(struct cowfile_store *s, u64 index,
 			    struct dm_buffer **bp);
-void store_prefetch_map(struct cowfile_store *s);
+void store_prefetch_map(struct cowfile_store *s, u64 first, u64 count);
 bool store_ranges_cover(const struct store_layout *l, sector_t start, sector_t len);
 bool store_ranges_overlap(const struct store_layout *l, sector_t start, sector_t len);
 int store_commit_map(struct cowfile_store *s);

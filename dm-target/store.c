@@ -585,18 +585,23 @@ void *store_reset_map_block(struct cowfile_store *s, u64 index, struct dm_buffer
 	return data;
 }
 
-/* Starts reading the whole chunk map, extent by extent. */
-void store_prefetch_map(struct cowfile_store *s)
+/*
+ * Starts reading chunk map blocks [@first, @first + @count), extent by
+ * extent. A window at a time: prefetching a map larger than dm-bufio's
+ * cache would evict the first blocks before they are used, and read them
+ * again one at a time.
+ */
+void store_prefetch_map(struct cowfile_store *s, u64 first, u64 count)
 {
-	u64 i = 0;
+	u64 i = first, end = min(first + count, s->map_blocks);
 
-	while (i < s->map_blocks) {
+	while (i < end) {
 		sector_t sector;
 		u64 run = 1;
 
 		if (map_block_sector(s, i, &sector))
 			return;
-		while (i + run < s->map_blocks && run < 1024) {
+		while (i + run < end) {
 			sector_t next;
 
 			if (map_block_sector(s, i + run, &next) ||

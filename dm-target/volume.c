@@ -469,18 +469,24 @@ size_t volume_core_bytes(struct cowfile_volume *v)
  * tracking was lost (a load that fails in between must not leave a valid
  * empty block behind a superblock that still trusts the generation).
  */
+#define MAP_PREFETCH_WINDOW 512u /* map blocks */
+
 static int scan_chunk_map(struct cowfile_volume *v, char **error)
 {
 	struct cowfile_store *s = &v->store;
 	u32 epoch = v->epoch;
 	u64 bad_entries = 0, idx;
 
-	store_prefetch_map(s);
 	for (idx = 0; idx < s->map_blocks; idx++) {
 		struct cowfile_map_block *mb;
 		struct dm_buffer *b;
 		unsigned int j;
 
+		/* Reads stay a window ahead of the scan (4 MiB of map). */
+		if (idx == 0)
+			store_prefetch_map(s, 0, 2 * MAP_PREFETCH_WINDOW);
+		else if (idx % MAP_PREFETCH_WINDOW == 0)
+			store_prefetch_map(s, idx + MAP_PREFETCH_WINDOW, MAP_PREFETCH_WINDOW);
 		mb = store_map_block(s, idx, &b);
 		if (PTR_ERR_OR_ZERO(mb) == -EILSEQ) {
 			v->bad_map_blocks++;
