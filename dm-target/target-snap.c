@@ -19,9 +19,17 @@ struct snap_c {
 	struct cowfile_volume *volume;
 };
 
+/*
+ * An image read is cut at this many sectors, or at the chunk size when it
+ * is larger: a read of the origin counts in the reads_inflight bucket of
+ * every chunk it covers, at most 256 (1 MiB of 4 KiB chunks).
+ */
+#define SNAP_MAX_IO_SECTORS	2048u
+
 /* Per image read: what end_io must undo or fix up. */
 struct snap_io {
-	int bucket;			/* reads_inflight slot taken, or -1 */
+	u64 first_chunk;		/* counted in the reads_inflight */
+	unsigned int nr_chunks;		/* buckets of these chunks, or none */
 	bool check_store;		/* the store is on the origin */
 	sector_t origin_sector;
 	struct bvec_iter iter;		/* the bio's data, as mapped */
@@ -60,9 +68,9 @@ static int snap_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		r = -EINVAL;
 		goto bad_volume;
 	}
-	r = dm_set_target_max_io_len(ti, sc->volume->chunk_sectors);
+	r = dm_set_target_max_io_len(ti, max(sc->volume->chunk_sectors, SNAP_MAX_IO_SECTORS));
 	if (r) {
-		ti->error = "Cannot set the chunk size as maximum I/O";
+		ti->error = "Cannot set the maximum I/O size";
 		goto bad_volume;
 	}
 	ti->private = sc;
@@ -88,6 +96,31 @@ static void snap_dtr(struct dm_target *ti)
 	kfree(sc);
 }
 
+/*
+ * Counts an image read of the origin in the bucket of each chunk it covers
+ * (@inc), or takes it out again; the write worker waits for no readers in
+ * a chunk's bucket before any write to the chunk reaches the origin.
+ */
+static void count_read(struct cowfile_volume *v, struct snap_io *io, bool inc)
+{
+	bool wake = false;
+	unsigned int i;
+
+	for (i = 0; i < io->nr_chunks; i++) {
+		atomic_t *n = &v->reads_inflight[read_bucket(io->first_chunk + i)];
+
+		if (inc)
+			atomic_inc(n);
+		else
+			wake |= atomic_dec_and_test(n);
+	}
+	if (!inc) {
+		io->nr_chunks = 0;
+		if (wake)
+			wake_up(&v->reads_wait);
+	}
+}
+
 static int snap_map(struct dm_target *ti, struct bio *bio)
 {
 	struct snap_c *sc = ti->private;
@@ -95,9 +128,8 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 	struct snap_io *io = dm_per_bio_data(bio, sizeof(struct snap_io));
 	sector_t sector, len, where, run;
 	bool copied;
-	u64 chunk;
 
-	io->bucket = -1;
+	io->nr_chunks = 0;
 	io->check_store = false;
 	if (bio_op(bio) != REQ_OP_READ && bio_sectors(bio))
 		return DM_MAPIO_KILL;
@@ -115,18 +147,17 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 		/*
 		 * Pairs with the write worker: it publishes a copy, then waits
 		 * for no readers of the chunk; a block found uncopied after
-		 * counting this read is still the instant's on the origin.
+		 * counting this read is still the instant's on the origin. The
+		 * run looked at again can only be shorter: it stays within the
+		 * chunks counted.
 		 */
-		chunk = chunk_of(v, sector);
-		io->bucket = read_bucket(chunk);
-		atomic_inc(&v->reads_inflight[io->bucket]);
+		io->first_chunk = chunk_of(v, sector);
+		io->nr_chunks = chunk_of(v, sector + run - 1) - io->first_chunk + 1;
+		count_read(v, io, true);
 		smp_mb__after_atomic();
-		cow_image_run(v, sector, len, &copied, &where, &run);
-		if (copied) {
-			if (atomic_dec_and_test(&v->reads_inflight[io->bucket]))
-				wake_up(&v->reads_wait);
-			io->bucket = -1;
-		}
+		cow_image_run(v, sector, run, &copied, &where, &run);
+		if (copied)
+			count_read(v, io, false);
 	}
 	if (run < len)
 		dm_accept_partial_bio(bio, run);
@@ -183,10 +214,7 @@ static int snap_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *erro
 
 	if (io->check_store && !*error)
 		zero_store_sectors(v, bio, io);
-	if (io->bucket >= 0 &&
-	    atomic_dec_and_test(&v->reads_inflight[io->bucket]))
-		wake_up(&v->reads_wait);
-	io->bucket = -1;
+	count_read(v, io, false);
 	return DM_ENDIO_DONE;
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Drives the race of review finding K4, deterministically enough.
 
-  overtake.py VOLUME IMAGE OFFSET
+  overtake.py VOLUME IMAGE OFFSET [READ_OFFSET READ_LENGTH]
 
 With the origin's reads delayed far longer than the store's writes (the
 scenario sets that up with dm-delay), the first write W1 at OFFSET goes
@@ -13,7 +13,8 @@ read delay. As soon as the chunk is marked (tracepoint cowfile_chunk_marked),
 a second write W2 with new data goes to the same 4 KiB. R must still
 return the data of the instant. Prints the timeline; exits 1 when R
 returned other data, 2 when the timing did not set up the race (R done
-before W2 was issued: nothing was tested).
+before W2 was issued: nothing was tested). R reads READ_LENGTH bytes at
+READ_OFFSET instead when given (a read that begins in an earlier chunk).
 """
 import mmap
 import os
@@ -30,13 +31,15 @@ def write_file(path, text):
 
 
 def aligned(data):
-    buf = mmap.mmap(-1, 4096)
+    buf = mmap.mmap(-1, len(data))
     buf.write(data)
     return buf
 
 
 def main():
     vol, image, offset = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    r_offset, r_length = (int(sys.argv[4]), int(sys.argv[5])) if len(sys.argv) > 4 else (offset, 4096)
+    assert r_offset <= offset and offset + 4096 <= r_offset + r_length
     if not os.path.exists(TRACING + "/trace_pipe"):
         os.system(f"mount -t tracefs nodev {TRACING}")
     write_file(TRACING + "/trace", "")
@@ -60,9 +63,9 @@ def main():
 
     vfd = os.open(vol, os.O_RDWR | os.O_DIRECT)
     ifd = os.open(image, os.O_RDONLY | os.O_DIRECT)
-    instant = aligned(bytes(4096))
-    os.preadv(ifd, [instant], offset)
-    result = aligned(bytes(4096))
+    instant = aligned(bytes(r_length))
+    os.preadv(ifd, [instant], r_offset)
+    result = aligned(bytes(r_length))
 
     def io(what, fn):
         stamp(f"{what} issued")
@@ -72,7 +75,7 @@ def main():
     w1 = threading.Thread(target=io, args=("W1", lambda: os.pwritev(vfd, [aligned(b"1" * 4096)], offset)))
     w1.start()
     wait_event("cowfile_cow_start")
-    r = threading.Thread(target=io, args=("R", lambda: os.preadv(ifd, [result], offset)))
+    r = threading.Thread(target=io, args=("R", lambda: os.preadv(ifd, [result], r_offset)))
     r.start()
     wait_event("cowfile_chunk_marked")
     w2 = threading.Thread(target=io, args=("W2", lambda: os.pwritev(vfd, [aligned(b"2" * 4096)], offset)))
@@ -86,7 +89,8 @@ def main():
         print("the image read finished before the second write was issued: the race was not set up")
         sys.exit(2)
     if result[:] != instant[:]:
-        what = "the second write's data" if result[:] == b"2" * 4096 else "other data"
+        at = offset - r_offset
+        what = "the second write's data" if result[at:at + 4096] == b"2" * 4096 else "other data"
         print(f"FAIL: the image read returned {what}, not the instant's")
         sys.exit(1)
     print("ok: the image read, in flight when the chunk was marked, returned the instant's data")
