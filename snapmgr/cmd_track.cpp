@@ -16,6 +16,7 @@ struct TrackArgs {
 	std::string store;
 	std::string store_size;
 	std::string chunk_size = "64K";
+	bool no_monitor = false;
 };
 
 void add_track_options(CLI::App *cmd, TrackArgs &a, bool store_required)
@@ -35,6 +36,9 @@ void add_track_options(CLI::App *cmd, TrackArgs &a, bool store_required)
 	cmd->add_option("-c,--chunk-size", a.chunk_size,
 			"Tracking and copy unit, a power of two from 4K to 1M")
 		->capture_default_str();
+	cmd->add_flag("--no-monitor", a.no_monitor,
+		      "Do not enable snapmgr-monitor@NAME, the systemd unit that grows the store "
+		      "while a snapshot is held");
 }
 
 TrackOptions to_options(const TrackArgs &a, const Context &ctx)
@@ -92,16 +96,37 @@ json to_json(const TrackResult &r)
 		{"store_uuid", format_uuid(r.config.store_uuid)}};
 }
 
+namespace {
+
+// What track and create print: the volume, then its store watcher (started
+// now when the volume is live, at the next boot otherwise).
+int report_tracked(const TrackResult &r, const TrackArgs &a, const Context &ctx)
+{
+	json monitor = nullptr;
+	if (!a.no_monitor)
+		monitor = enable_monitor(r.name, r.outcome == TrackOutcome::tracking, ctx);
+	if (ctx.as_json) {
+		json j = to_json(r);
+		j["monitor"] = monitor;
+		ctx.print_json(j);
+		return exit_ok;
+	}
+	report(r, ctx);
+	if (!monitor.is_null() && monitor["enabled"] == true)
+		fmt::print("{}: {} grows the store while a snapshot is held\n", r.name,
+			   monitor["unit"].get<std::string>());
+	return exit_ok;
+}
+
+} // namespace
+
 void add_track(CLI::App &app, Context &ctx)
 {
 	auto args = std::make_shared<TrackArgs>();
 	auto cmd = app.add_subcommand("track", "Put a volume under change tracking");
 	add_track_options(cmd, *args, false);
 	cmd->callback([&ctx, args] {
-		ctx.run = [&ctx, args] {
-			report(track(to_options(*args, ctx)), ctx);
-			return exit_ok;
-		};
+		ctx.run = [&ctx, args] { return report_tracked(track(to_options(*args, ctx)), *args, ctx); };
 	});
 }
 
@@ -112,10 +137,7 @@ void add_create(CLI::App &app, Context &ctx)
 				      "Make a new tracked volume over a blank device, to mkfs and mount");
 	add_track_options(cmd, *args, true);
 	cmd->callback([&ctx, args] {
-		ctx.run = [&ctx, args] {
-			report(create(to_options(*args, ctx)), ctx);
-			return exit_ok;
-		};
+		ctx.run = [&ctx, args] { return report_tracked(create(to_options(*args, ctx)), *args, ctx); };
 	});
 }
 
@@ -136,6 +158,7 @@ void add_untrack(CLI::App &app, Context &ctx)
 			o.keep_store = args->keep_store;
 			o.log = ctx.logger();
 			untrack(args->name, o);
+			disable_monitor(args->name, ctx);
 			if (ctx.as_json)
 				ctx.print_json({{"name", args->name}, {"untracked", true}});
 			else

@@ -59,6 +59,12 @@ void add_monitor(CLI::App &app, Context &ctx);
 // Sizes in tables: --units h (human, 1.5g) or b/k/m/g/t (whole units).
 std::string format_size(std::uint64_t bytes, char unit);
 
+// The volume's store watcher, snapmgr-monitor@NAME, where systemd runs
+// (monitor_unit.cpp): enabled (and started when START_NOW) by track and
+// create, with what happened as JSON; disabled by untrack.
+json enable_monitor(const std::string &volume, bool start_now, const Context &ctx);
+void disable_monitor(const std::string &volume, const Context &ctx);
+
 json to_json(const VolumeStatus &s);
 json to_json(const TrackResult &r);
 

@@ -198,6 +198,9 @@ mkdir -p /mnt/boot-vol
 mount "$boot" /mnt/boot-vol
 "$SNAPMGR" --json track "$boot" --name bootvol > /tmp/t.json
 expect_eq "$(json_get '["outcome"]' < /tmp/t.json)" next_boot "outcome for a mounted partition"
+# Without systemd (this guest) no store watcher is enabled, and JSON says why.
+expect_eq "$(json_get '["monitor"]["enabled"], d["monitor"]["reason"]' < /tmp/t.json)" \
+	"False systemd is not running" "bootvol's store watcher without systemd"
 expect_eq "$("$SNAPMGR" --json status bootvol | json_get '["state"]')" next_boot "state"
 [ -e /mnt/boot-vol/.snapmgr-bootvol.store ] || fail "no store on the mounted filesystem"
 dmsetup info bootvol > /dev/null 2>&1 && fail "a mounted device was wrapped"
@@ -332,6 +335,47 @@ mount /dev/mapper/storedev /mnt/badstore
 "$SNAPMGR" untrack zbad
 umount /mnt/badstore
 dmsetup remove storedev
+
+log "track enables the volume's store watcher where systemd runs, untrack disables it"
+# systemd is not PID 1 here, so the unit itself does not run: what is
+# checked is what snapmgr asks systemctl, a stand-in on PATH that records
+# it, with /run/systemd/system present (how snapmgr, as sd_booted(3), tells
+# that systemd runs).
+mkdir -p /tmp/fakebin /run/systemd/system
+on_exit "rm -rf /run/systemd"
+cat > /tmp/fakebin/systemctl <<'EOF'
+#!/bin/sh
+echo "$*" >> /tmp/systemctl.log
+case "$*" in *is-enabled*) exit 0 ;; esac
+exit "${SYSTEMCTL_STATUS:-0}"
+EOF
+chmod +x /tmp/fakebin/systemctl
+mon=$(new_loop 32M)
+PATH=/tmp/fakebin:$PATH "$SNAPMGR" --json track "$mon" --name mon+1 --store /mnt/stores/mon.store > /tmp/m.json
+expect_eq "$(cat /tmp/systemctl.log)" 'enable --quiet --now snapmgr-monitor@mon\x2b1.service' \
+	"systemctl asked to enable and start the live volume's watcher"
+expect_eq "$(json_get '["monitor"]["enabled"], d["monitor"]["unit"]' < /tmp/m.json)" \
+	'True snapmgr-monitor@mon\x2b1.service' "track's JSON"
+rm /tmp/systemctl.log
+PATH=/tmp/fakebin:$PATH "$SNAPMGR" untrack mon+1
+expect_eq "$(tr '\n' ';' < /tmp/systemctl.log)" \
+	'--quiet is-enabled snapmgr-monitor@mon\x2b1.service;disable --quiet --now snapmgr-monitor@mon\x2b1.service;' \
+	"untrack disables and stops the enabled watcher"
+rm /tmp/systemctl.log
+PATH=/tmp/fakebin:$PATH "$SNAPMGR" --json track "$mon" --name mon --store /mnt/stores/mon.store --no-monitor > /tmp/m.json
+[ ! -e /tmp/systemctl.log ] || fail "--no-monitor still ran systemctl: $(cat /tmp/systemctl.log)"
+expect_eq "$(json_get '["monitor"]' < /tmp/m.json)" None "track --no-monitor's JSON"
+"$SNAPMGR" untrack mon
+rc=0
+SYSTEMCTL_STATUS=1 PATH=/tmp/fakebin:$PATH "$SNAPMGR" track "$mon" --name mon --store /mnt/stores/mon.store \
+	> /tmp/out.txt 2> /tmp/err.txt || rc=$?
+cat /tmp/out.txt /tmp/err.txt
+expect_eq $rc 0 "track's status when systemctl fails (the volume is tracked)"
+grep -q "^snapmgr: warning: mon: .systemctl enable snapmgr-monitor@mon.service. failed" /tmp/err.txt ||
+	fail "a failed systemctl enable is not a warning"
+"$SNAPMGR" untrack mon
+rm -rf /run/systemd
+echo "ok: the store watcher is enabled with the volume, where systemd runs"
 
 log "release, unmount, untrack: the devices are as they were"
 "$SNAPMGR" release blank
