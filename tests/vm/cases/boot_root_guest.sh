@@ -3,9 +3,10 @@
 # 90snapmgr module. vda is the root disk. Phases, in order:
 #   image FS     (harness guest) partition vda, make FS on vda1, fill it as
 #                a root (busybox, vm-init, a copy of /etc, /usr from the
-#                host), then in a chroot of it, as a user would: install
-#                snapmgr, `snapmgr track /`, build the initramfs with dracut
-#                (the host makes a copy without the kernel module)
+#                host), install snapmgr (staged by the host), then in a
+#                chroot of it, as a user would: `snapmgr track /`. The host
+#                then builds the initramfs with the root's dracut in a
+#                chroot of it, and a copy without the kernel module.
 #   first        (dracut boot) root is on the wrapper; write, snapshot, write
 #   second       (dracut boot) same generation and epoch, the image reads
 #                its instant, changes cover the first boot's writes
@@ -114,18 +115,10 @@ image)
 	mount --rbind /dev $ROOT/dev
 	mount -t tmpfs tmpfs $ROOT/run
 	mount -t tmpfs tmpfs $ROOT/tmp
-	for d in "$SNAPMGR_SOURCE_DIR" "$VM_RESULTS"; do
-		mkdir -p "$ROOT$d"
-		mount --bind "$d" "$ROOT$d"
-	done
-	# cmake --install writes its manifest into the build tree, which may be
-	# read-only here (a checkout under the host's /tmp): a writable layer.
-	mkdir -p "$ROOT$SNAPMGR_BUILD_DIR" /tmp/build-upper /tmp/build-work
-	mount -t overlay -o lowerdir="$SNAPMGR_BUILD_DIR",upperdir=/tmp/build-upper,workdir=/tmp/build-work \
-		overlay "$ROOT$SNAPMGR_BUILD_DIR"
 
 	log "install snapmgr into the new root"
-	chroot $ROOT cmake --install "$SNAPMGR_BUILD_DIR" --strip > /dev/null
+	# The tree the host staged with `cmake --install --strip` and depmod.
+	tar -C "$SNAPMGR_STAGE" -cf - . | tar -C $ROOT --keep-directory-symlink -xf -
 	log "snapmgr track / (root is mounted: tracking starts at the next boot)"
 	chroot $ROOT snapmgr --json track / > /tmp/track.json
 	cat /tmp/track.json
@@ -133,21 +126,8 @@ image)
 	expect_eq "$(json_get '["name"]' < /tmp/track.json)" $VOL "volume name"
 	test -f $ROOT/.snapmgr-$VOL.store || fail "no store at the root of the filesystem"
 	test -f $ROOT/etc/snapmgr/volumes/$VOL.conf || fail "no configuration in the new root's /etc"
-
-	log "dracut with the snapmgr module"
-	dracut_args=(--force --no-hostonly --no-hostonly-cmdline --no-compress
-		--no-early-microcode --nostrip --nohardlink
-		--kver "$VM_KERNEL_RELEASE" -m "base udev-rules rootfs-block dm snapmgr"
-		--add-drivers "virtio_blk virtio_pci ext4 xfs")
-	chroot $ROOT dracut "${dracut_args[@]}" /tmp/initrd.img > /tmp/dracut.log 2>&1 ||
-		{ cat /tmp/dracut.log; fail "dracut"; }
-	lsinitrd $ROOT/tmp/initrd.img > /tmp/lsinitrd
-	for f in usr/local/sbin/snapmgr etc/snapmgr/volumes/$VOL.conf dm-cowfile.ko \
-		58-snapmgr.rules 69-snapmgr-initqueue.rules; do
-		grep -q "$f" /tmp/lsinitrd || fail "the initramfs lacks $f"
-	done
-	echo "ok: the initramfs has snapmgr, the module, the rules and the configuration"
-	cp $ROOT/tmp/initrd.img "$VM_RESULTS/initrd.img"
+	# The host builds the initramfs next, with the root's own dracut in a
+	# chroot of it (multiboot/root_on_tracked_partition).
 	echo "$uuid" > "$VM_RESULTS/root-uuid"
 	echo "$VM_KERNEL_RELEASE" > "$VM_RESULTS/kernel-release"
 	log "image done"

@@ -178,7 +178,7 @@ t0=$(date +%s.%N)
 downloads=()
 for i in $(seq 8); do
 	# Checksummed as they arrive: the guest's tmpfs has no room for 8 copies.
-	("${CURL[@]}" -f "$URL/snapshots/$snap1/consume/$a/" | sha256sum | cut -d' ' -f1 > /tmp/dl.$i) &
+	("${CURL[@]}" -f "$URL/snapshots/$snap1/consume/$a/" | md5sum | cut -d" " -f1 > /tmp/dl.$i) &
 	downloads+=($!)
 done
 for _ in $(seq 5); do call 200 GET /snapshots/; done

@@ -137,7 +137,7 @@ for when in midway end; do
 	"$SNAPMGR" release data
 done
 
-image_sum() { sha256sum < "$IMG" | cut -d' ' -f1; }
+image_sum() { dev_sum "$IMG"; }
 # snapshot_data: snapmgr snapshot data; SNAP_SUM is its image's checksum.
 snapshot_data() {
 	"$SNAPMGR" snapshot data

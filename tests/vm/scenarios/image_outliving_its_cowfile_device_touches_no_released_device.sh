@@ -38,7 +38,7 @@ store_json() {
 # origin as it was at the snapshot.
 image_equals_instant() {
 	dmsetup create --readonly vol-snap --table "0 $size cowfile-snap $ORIGIN"
-	expect_eq "$(dev_sum /dev/mapper/vol-snap)" "$(sha256sum < /tmp/instant | cut -d' ' -f1)" \
+	expect_eq "$(dev_sum /dev/mapper/vol-snap)" "$(dev_sum /tmp/instant)" \
 		"image content equals the instant"
 }
 
