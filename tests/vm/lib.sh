@@ -85,15 +85,14 @@ fill_random() {
 }
 
 # dev_sum DEV|FILE: a checksum of the whole device or file, for equality.
-# A device is read in 4 MiB direct reads (never a stale page cache, and a
-# snapshot image in a few large bios), and md5 is a third of sha256's time
-# under emulation.
+# A device's page cache is dropped first, so nothing stale is read. md5sum
+# reading the device itself: under TCG a pipe from dd doubles the time,
+# and sha256 takes twice md5's (320 MiB: 2 s hashing, 0.7 s reading).
 dev_sum() {
 	if [ -b "$1" ]; then
-		dd if="$1" bs=4M iflag=direct status=none
-	else
-		cat "$1"
-	fi | md5sum | cut -d' ' -f1
+		blockdev --flushbufs "$1"
+	fi
+	md5sum < "$1" | cut -d' ' -f1
 }
 dev_sectors() { blockdev --getsz "$1"; }
 

@@ -37,9 +37,7 @@ log() { echo "== [${SECONDS}s] $*"; }
 json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d'"$1"')'; }
 status_of() { snapmgr --json status $VOL | json_get "[\"$1\"]"; }
 sorted_words() { tr ' ' '\n' | sed '/^$/d' | sort -n | tr '\n' ' '; }
-# The image's checksum: large direct reads, and md5 (a third of sha256's
-# time under emulation; this is about equality).
-image_sum() { dd if=/dev/mapper/$VOL-snap bs=4M iflag=direct status=none | md5sum; }
+image_sum() { dev_sum /dev/mapper/$VOL-snap; }
 # changes_chunks SINCE: the chunks `snapmgr changes` reports ("full" or numbers).
 changes_chunks() {
 	snapmgr --json changes $VOL --since "$1" > /tmp/changes.json
