@@ -25,7 +25,7 @@ void add_grow(CLI::App &app, Context &ctx)
 							     args->size));
 			std::uint64_t bytes = grow(args->name, add, ctx.logger());
 			if (ctx.as_json)
-				ctx.print_json({{"name", args->name}, {"store_bytes", bytes}});
+				ctx.print_json({{"name", args->name}, {"store_size_bytes", bytes}});
 			else
 				fmt::print("{}: store is now {} bytes\n", args->name, bytes);
 			return exit_ok;

@@ -2,6 +2,7 @@
 // the configuration.
 #include "command.hpp"
 
+#include <cmath>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -17,6 +18,11 @@ struct Field {
 };
 
 std::string or_dash(const std::string &s) { return s.empty() ? "-" : s; }
+
+double used_percent(const VolumeStatus &s)
+{
+	return 100.0 * double(s.store_used_bytes) / double(s.store_room_bytes);
+}
 
 const std::map<std::string, Field> &fields()
 {
@@ -57,20 +63,24 @@ const std::map<std::string, Field> &fields()
 						    : "-";
 			     }}},
 		{"store", {"Store", "store file", [](auto &s, char) { return or_dash(s.config.store.string()); }}},
-		{"store_size", {"StoreSize", "copy room in the store",
-				[](auto &s, char u) { return format_size(s.store_slot_bytes, u); }}},
-		{"store_used", {"Used%", "share of the store the held snapshot uses",
-				[](auto &s, char) {
-					return s.store_slot_bytes
-						       ? fmt::format("{:.2f}", 100.0 * double(s.store_used_bytes) /
-										 double(s.store_slot_bytes))
-						       : "-";
-				}}},
+		{"store_size", {"StoreSize", "the store file's size",
+				[](auto &s, char u) { return format_size(s.store_size_bytes, u); }}},
+		{"store_room", {"Room", "the store's room for copies",
+				[](auto &s, char u) { return format_size(s.store_room_bytes, u); }}},
+		{"store_used", {"Used", "room the held snapshot uses",
+				[](auto &s, char u) { return format_size(s.store_used_bytes, u); }}},
+		{"store_used_percent", {"Used%", "share of the room the held snapshot uses",
+					[](auto &s, char) {
+						return s.store_room_bytes
+							       ? fmt::format("{:.2f}", used_percent(s))
+							       : "-";
+					}}},
 	};
 	return table;
 }
 
-constexpr const char *default_fields = "name,state,origin,size,epoch,snapshot,image,store_used";
+constexpr const char *default_fields =
+	"name,state,origin,size,epoch,snapshot,image,store_used_percent";
 
 std::vector<std::string> split_fields(const std::string &spec)
 {
@@ -127,7 +137,8 @@ void add_report_options(CLI::App *cmd, ReportArgs &a)
 {
 	cmd->add_option("-o,--options", a.fields,
 			"Columns, comma separated: name,state,device,origin,size,generation,"
-			"epoch,snapshot,snap_epoch,image,changed,store,store_size,store_used")
+			"epoch,snapshot,snap_epoch,image,changed,store,store_size,store_room,"
+			"store_used,store_used_percent")
 		->capture_default_str();
 	cmd->add_option("--units", a.units, "Sizes in h (human), b, k, m, g or t")
 		->check(CLI::IsMember({"h", "b", "k", "m", "g", "t"}))
@@ -142,11 +153,11 @@ void warn_if_store_nearly_full(const VolumeStatus &s)
 	if (!s.store_nearly_full)
 		return;
 	fmt::print(stderr,
-		   "snapmgr: warning: {}: the held snapshot has used {}% of the store's copy room "
+		   "snapmgr: warning: {}: the held snapshot has used {}% of the store's room "
 		   "({} of {} bytes) and is lost when it fills; grow the store (snapmgr grow {} "
 		   "SIZE) or keep snapmgr monitor {} running\n",
-		   s.name, s.store_used_bytes * 100 / s.store_slot_bytes, s.store_used_bytes,
-		   s.store_slot_bytes, s.name, s.name);
+		   s.name, s.store_used_bytes * 100 / s.store_room_bytes, s.store_used_bytes,
+		   s.store_room_bytes, s.name, s.name);
 }
 
 } // namespace
@@ -160,9 +171,11 @@ json to_json(const VolumeStatus &s)
 		  {"size_bytes", s.size_bytes},
 		  {"image", s.image},
 		  {"store", s.config.store.string()},
-		  {"store_bytes", s.store_bytes},
-		  {"store_copy_bytes", s.store_slot_bytes},
+		  {"store_size_bytes", s.store_size_bytes},
+		  {"store_room_bytes", s.store_room_bytes},
 		  {"store_used_bytes", s.store_used_bytes},
+		  {"store_used_percent",
+		   s.store_room_bytes ? json(std::round(used_percent(s) * 100) / 100) : json()},
 		  {"store_nearly_full", s.store_nearly_full},
 		  {"attach_error", s.attach_error}};
 	if (s.kernel) {
@@ -219,7 +232,8 @@ void add_status(CLI::App &app, Context &ctx)
 			}
 			for (const char *f : {"name", "state", "device", "origin", "size", "generation",
 					      "epoch", "snapshot", "snap_epoch", "image", "changed",
-					      "store", "store_size", "store_used"})
+					      "store", "store_size", "store_room", "store_used",
+					      "store_used_percent"})
 				fmt::print("{:<11} {}\n", std::string(fields().at(f).heading) + ":",
 					   fields().at(f).value(s, 'h'));
 			if (!s.attach_error.empty())

@@ -32,9 +32,9 @@ void add_monitor(CLI::App &app, Context &ctx)
 					fmt::print("{}\n", json{{"name", r.name},
 								{"event", r.event},
 								{"store_used_bytes", r.store_used_bytes},
-								{"store_copy_bytes", r.store_copy_bytes},
+								{"store_room_bytes", r.store_room_bytes},
 								{"step_bytes", r.step_bytes},
-								{"store_bytes", r.store_bytes},
+								{"store_size_bytes", r.store_size_bytes},
 								{"reason", r.reason}}
 								.dump());
 				else

@@ -13,13 +13,13 @@ namespace {
 // did since the last one, the store fills and the snapshot is lost.
 std::optional<std::string> store_too_small(const SnapshotResult &r)
 {
-	if (r.changed_bytes <= r.store_copy_bytes)
+	if (r.changed_bytes <= r.store_room_bytes)
 		return std::nullopt;
-	return fmt::format("{}: the store's copy room ({} bytes) is smaller than what the volume "
+	return fmt::format("{}: the store's room ({} bytes) is smaller than what the volume "
 			   "wrote since its previous snapshot ({} bytes): as much written while this "
 			   "snapshot is held would fill it and lose the snapshot; grow the store "
 			   "(snapmgr grow {} SIZE) or keep snapmgr monitor {} running",
-			   r.name, r.store_copy_bytes, r.changed_bytes, r.name, r.name);
+			   r.name, r.store_room_bytes, r.changed_bytes, r.name, r.name);
 }
 
 } // namespace
@@ -48,7 +48,7 @@ void add_snapshot(CLI::App &app, Context &ctx)
 						       {"position", fmt::format("{}:{}", r.generation,
 										r.epoch)},
 						       {"changed_bytes", r.changed_bytes},
-						       {"store_copy_bytes", r.store_copy_bytes},
+						       {"store_room_bytes", r.store_room_bytes},
 						       {"warnings", warnings}});
 				else
 					fmt::print("{}: snapshot of epoch {} at {}, position {}:{}\n",

@@ -23,7 +23,7 @@ void add_wait(CLI::App &app, Context &ctx)
 				if (s.kernel && s.kernel->snap_state == SnapState::invalid)
 					snap += " (" + s.kernel->invalid_reason + ")";
 				fmt::print("{}: {}, snapshot {}, store {} of {} bytes used\n", s.name,
-					   to_string(s.state), snap, s.store_used_bytes, s.store_slot_bytes);
+					   to_string(s.state), snap, s.store_used_bytes, s.store_room_bytes);
 			}
 			return exit_ok;
 		};

@@ -528,7 +528,7 @@ void Agent::install(httplib::Server &server)
 				   std::uint64_t allocated = 0;
 				   for (const auto &v : volumes)
 					   if (v.config.store.parent_path() == l)
-						   allocated += v.store_bytes;
+						   allocated += v.store_size_bytes;
 				   MountedOn m = mount_of(l);
 				   out.push_back({{"available_capacity", std::uint64_t(vfs.f_bavail) * vfs.f_frsize},
 						  {"allocated_capacity", allocated},
@@ -565,7 +565,7 @@ void Agent::install(httplib::Server &server)
 					   out.push_back({{"id", format_uuid(v.config.store_uuid)},
 							  {"tracked_disk_id", disk},
 							  {"storage_location", v.config.store.parent_path().string()},
-							  {"allocated_disk_space", v.store_bytes},
+							  {"allocated_disk_space", v.store_size_bytes},
 							  {"used_disk_space", v.store_used_bytes}});
 			   send_json(res, out);
 		   }));

@@ -119,11 +119,11 @@ bool grow_step(const VolumeStatus &s, const MonitorOptions &options, bool quiet_
 	r.name = s.name;
 	r.event = "refused";
 	r.store_used_bytes = s.store_used_bytes;
-	r.store_copy_bytes = s.store_slot_bytes;
+	r.store_room_bytes = s.store_room_bytes;
 	r.step_bytes = options.step_bytes;
 	const std::string used = fmt::format("store {}% used ({} of {} bytes)",
-					     s.store_used_bytes * 100 / s.store_slot_bytes,
-					     s.store_used_bytes, s.store_slot_bytes);
+					     s.store_used_bytes * 100 / s.store_room_bytes,
+					     s.store_used_bytes, s.store_room_bytes);
 	const auto refuse = [&](const std::string &reason) {
 		r.reason = reason;
 		r.text = fmt::format("{}: {}; {}", s.name, used, reason);
@@ -140,13 +140,13 @@ bool grow_step(const VolumeStatus &s, const MonitorOptions &options, bool quiet_
 		return refuse(fmt::format("cannot grow it by {} bytes: its filesystem has {} bytes free",
 					  options.step_bytes, free_bytes));
 	try {
-		r.store_bytes = grow(s.name, options.step_bytes, options.log);
+		r.store_size_bytes = grow(s.name, options.step_bytes, options.log);
 	} catch (const Error &e) {
 		return refuse(fmt::format("cannot grow it: {}", e.what()));
 	}
 	r.event = "grew";
 	r.text = fmt::format("{}: {}; grew it by {} bytes to {} bytes", s.name, used,
-			     options.step_bytes, r.store_bytes);
+			     options.step_bytes, r.store_size_bytes);
 	if (options.report)
 		options.report(r);
 	return true;
@@ -189,7 +189,7 @@ void monitor(const std::string &name, const MonitorOptions &options)
 			continue; // detached while we looked: the next turn says so
 		}
 		if (s.store_nearly_full) {
-			const std::pair now{s.kernel->snap_epoch, s.store_slot_bytes};
+			const std::pair now{s.kernel->snap_epoch, s.store_room_bytes};
 			if (grow_step(s, options, now == refused))
 				continue; // the store may still be past the mark: look again
 			refused = now;

@@ -73,20 +73,20 @@ VolumeStatus status(const std::string &name)
 		s.device = dm::device_path(name);
 		s.origin = device_node(table->origin);
 		s.size_bytes = table->length * 512;
-		s.store_slot_bytes = k.slots * COWFILE_BLOCK_SIZE;
+		s.store_room_bytes = k.slots * COWFILE_BLOCK_SIZE;
 		s.store_used_bytes = k.slots_used * COWFILE_BLOCK_SIZE;
-		s.store_nearly_full = k.snap_state == SnapState::active && s.store_slot_bytes &&
+		s.store_nearly_full = k.snap_state == SnapState::active && s.store_room_bytes &&
 				      s.store_used_bytes * 100 >=
 					      std::uint64_t(table->low_water.value_or(
 						      COWFILE_DEFAULT_LOW_WATER)) *
-						      s.store_slot_bytes;
+						      s.store_room_bytes;
 		if (dm_exists(image_name(name)))
 			s.image = dm::device_path(image_name(name));
 		s.kernel = k;
 		if (config) {
 			std::error_code ec;
 			auto bytes = std::filesystem::file_size(config->store, ec);
-			s.store_bytes = ec ? 0 : bytes;
+			s.store_size_bytes = ec ? 0 : bytes;
 		}
 		return s;
 	}

@@ -1,6 +1,6 @@
 // Which bytes of the origin changed since an epoch, computed from the chunk
 // map entries alone so that it is testable without a device.
-#include "snapmgr/store.hpp"
+#include "store.hpp"
 
 #include <algorithm>
 

@@ -12,7 +12,7 @@
 #include <string>
 
 #include "snapmgr/config.hpp"
-#include "snapmgr/store.hpp"
+#include "store.hpp"
 
 namespace snapmgr {
 

@@ -5,7 +5,7 @@
 // metadata), its extents must never move (immutable flag, no shared or
 // encoded extents) and everything is written with O_DIRECT so no page cache
 // copy can later be flushed over what the kernel wrote.
-#include "snapmgr/store.hpp"
+#include "store.hpp"
 
 #include <fcntl.h>
 #include <linux/fiemap.h>

@@ -1,6 +1,6 @@
 // Pure encoding, decoding and validation of the store's on-disk blocks and
 // the layout arithmetic; no I/O here, so all of it is unit tested.
-#include "snapmgr/store.hpp"
+#include "store.hpp"
 
 #include <sys/random.h>
 

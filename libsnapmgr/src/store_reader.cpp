@@ -1,7 +1,7 @@
 // Reading a store the kernel may be using right now. The kernel writes the
 // store's blocks with bios on the device, below any page cache, so every
 // read here is O_DIRECT: a cached copy could be arbitrarily old.
-#include "snapmgr/store.hpp"
+#include "store.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -10,7 +10,7 @@
 
 #include "snapmgr/config.hpp"
 #include "snapmgr/cowfile.hpp"
-#include "snapmgr/store.hpp"
+#include "store.hpp"
 #include "snapmgr/volume.hpp"
 
 namespace snapmgr {

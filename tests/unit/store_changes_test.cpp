@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "snapmgr/store.hpp"
+#include "store.hpp"
 
 namespace {
 

@@ -19,7 +19,7 @@
 
 #include "file_descriptor.hpp"
 #include "snapmgr/error.hpp"
-#include "snapmgr/store.hpp"
+#include "store.hpp"
 
 namespace {
 

@@ -3,7 +3,7 @@
 #include <array>
 
 #include "snapmgr/error.hpp"
-#include "snapmgr/store.hpp"
+#include "store.hpp"
 
 namespace {
 

@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "snapmgr/error.hpp"
-#include "snapmgr/store.hpp"
+#include "store.hpp"
 
 namespace {
 

@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "snapmgr/error.hpp"
-#include "snapmgr/store.hpp"
+#include "store.hpp"
 
 namespace {
 

@@ -120,9 +120,7 @@ def extents_sum(dev, extents):
 
 def chunks(chunk_bytes):
     d = json.load(sys.stdin)
-    # `snapmgr changes --json` says "backup_type", `cowfile-store changes
-    # --json` says "full".
-    if d.get("backup_type") == "full" or d.get("full") is True:
+    if d["backup_type"] == "full":
         print("full")
         return
     out = set()

@@ -81,7 +81,7 @@ def write(vol, log, chunk_bytes, writers, boot, started_file):
 
 def check(vol, log, chunk_bytes, writers, boot):
     d = json.load(sys.stdin)
-    if d.get("full"):
+    if d["backup_type"] == "full":
         print("changes: full (a full backup is always correct)")
         return 0
     changed = set()

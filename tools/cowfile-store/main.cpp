@@ -13,8 +13,8 @@
 
 #include "snapmgr/error.hpp"
 #include "snapmgr/size.hpp"
-#include "snapmgr/store.hpp"
 #include "snapmgr/version.hpp"
+#include "store.hpp" // the library's own, private
 
 namespace {
 
@@ -219,18 +219,24 @@ int run_changes(const StoreAddress &address, std::uint64_t since,
 	const Superblock &sb = reader.superblock();
 	ChangeSet changes = reader.changes_since(since, generation);
 	if (as_json) {
+		// The keys of `snapmgr changes --json`, and what only the store
+		// tells.
 		json ranges = json::array();
-		for (const ByteRange &r : changes.ranges)
+		std::uint64_t total = 0;
+		for (const ByteRange &r : changes.ranges) {
 			ranges.push_back({{"start", r.start}, {"length", r.length}});
+			total += r.length;
+		}
 		json out = {
-			{"full", changes.full},
-			{"reason", changes.full ? json(changes.full_reason) : json(nullptr)},
+			{"backup_type", changes.full ? "full" : "incremental"},
+			{"full_reason", changes.full_reason},
 			{"since", since},
 			{"generation_uuid", format_uuid(sb.generation_uuid)},
 			{"generation_epoch", sb.generation_epoch},
 			{"epoch", sb.epoch},
 			{"chunk_bytes", std::uint64_t(sb.chunk_sectors) * 512},
-			{"origin_bytes", sb.origin_sectors * 512},
+			{"size_bytes", sb.origin_sectors * 512},
+			{"changed_bytes", total},
 			{"ranges", ranges},
 		};
 		std::cout << out.dump(2) << '\n';

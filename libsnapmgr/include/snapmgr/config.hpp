@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "snapmgr/store.hpp"
+#include "snapmgr/types.hpp"
 
 namespace snapmgr {
 

@@ -9,6 +9,8 @@
 // the configuration (config.hpp) only says which device and which store the
 // user chose, so that a boot can attach it again.
 
+#include <linux/dm-cowfile.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -19,7 +21,7 @@
 
 #include "snapmgr/config.hpp"
 #include "snapmgr/cowfile.hpp"
-#include "snapmgr/store.hpp"
+#include "snapmgr/types.hpp"
 
 namespace snapmgr {
 
@@ -100,10 +102,10 @@ struct SnapshotResult {
 	std::string generation;
 	std::uint64_t epoch = 0; // the epoch the snapshot closed
 	// What that epoch wrote (its chunks, since the previous snapshot or
-	// the generation's start) and the store's copy room: as much written
-	// again while the snapshot is held would fill the store.
+	// the generation's start) and the store's room for copies: as much
+	// written again while the snapshot is held would fill the store.
 	std::uint64_t changed_bytes = 0;
-	std::uint64_t store_copy_bytes = 0;
+	std::uint64_t store_room_bytes = 0;
 };
 // One instant for all the named volumes: suspend all (freezing their
 // filesystems), snapshot each, resume all, then create the read-only image
@@ -126,9 +128,9 @@ struct MonitorReport {
 	std::string name;
 	std::string event; // "grew", "refused" or "detached"
 	std::uint64_t store_used_bytes = 0; // used by the snapshot when it looked
-	std::uint64_t store_copy_bytes = 0; // the copy room then
+	std::uint64_t store_room_bytes = 0; // its room for copies then
 	std::uint64_t step_bytes = 0;
-	std::uint64_t store_bytes = 0; // the store file's size after it grew
+	std::uint64_t store_size_bytes = 0; // the store file's size after it grew
 	std::string reason;            // why it did not grow
 	std::string text;              // all of it, as one line for people
 };
@@ -166,9 +168,12 @@ struct VolumeStatus {
 	std::optional<CowfileStatus> kernel; // when attached
 	std::string image;    // the image device, when it exists
 	std::string attach_error; // why boot gave it back (given_back)
-	std::uint64_t store_bytes = 0;
-	std::uint64_t store_slot_bytes = 0; // copy capacity
-	std::uint64_t store_used_bytes = 0; // used by the held snapshot
+	// The store's one vocabulary (snapmgr(8), list): its file's size, its
+	// room for copies (the size less the metadata), and what the held
+	// snapshot uses of that room.
+	std::uint64_t store_size_bytes = 0;
+	std::uint64_t store_room_bytes = 0;
+	std::uint64_t store_used_bytes = 0;
 	// An active snapshot has used the store past its low water mark (the
 	// table's low_water, else 80%): it is lost when the store fills.
 	bool store_nearly_full = false;

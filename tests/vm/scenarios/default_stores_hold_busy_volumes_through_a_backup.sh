@@ -28,7 +28,7 @@ for v in db1 db2; do
 	dd if=/dev/urandom of=/mnt/$v/table bs=1M count=160 conv=fsync status=none
 	"$SNAPMGR" track /dev/mapper/vg-$v > /dev/null
 	on_exit "$SNAPMGR release vg-$v 2>/dev/null; $SNAPMGR untrack vg-$v 2>/dev/null || true"
-	expect_eq "$("$SNAPMGR" --json status vg-$v | json_get '["store_bytes"]')" $((64 << 20)) \
+	expect_eq "$("$SNAPMGR" --json status vg-$v | json_get '["store_size_bytes"]')" $((64 << 20)) \
 		"vg-$v's default store size"
 done
 

@@ -45,8 +45,8 @@ gen=$("$SNAPMGR" --json status vg-lv | json_get '["generation"]')
 snap_epoch=$("$SNAPMGR" --json status vg-lv | json_get '["snapshot_epoch"]')
 dd if="$IMG" of=/tmp/instant.img bs=1M iflag=direct status=none
 dd if="$LV" of=/tmp/volume-at-instant.img bs=1M iflag=direct status=none
-room=$("$SNAPMGR" --json status vg-lv | json_get '["store_copy_bytes"]')
-echo "copy room before the grows: $room bytes"
+room=$("$SNAPMGR" --json status vg-lv | json_get '["store_room_bytes"]')
+echo "room before the grows: $room bytes"
 
 # store_extents: the store's extents as SECTOR:BLOCKS, as the kernel has them.
 store_extents() {

@@ -3,7 +3,7 @@
 # and its image keeps reading the instant. A refused grow leaves the store
 # file as it was.
 # snapmgr wait returns on the volume's next dm event. snapshot warns when
-# the store's copy room is smaller than what changed since the previous
+# the store's room is smaller than what changed since the previous
 # snapshot. The text output of grow, wait and snapshot's warning are parsed.
 . "$(dirname "$0")/../lib.sh"
 load_modules
@@ -30,15 +30,15 @@ log "a snapshot after 16 MiB of writes warns that the 2M store is too small"
 "$SNAPMGR" --json snapshot data > /tmp/snap.json 2> /tmp/snap.err
 cat /tmp/snap.err
 instant=$(dev_sum /dev/mapper/data-snap)
-room=$("$SNAPMGR" --json status data | json_get '["store_copy_bytes"]')
-echo "copy room before grow: $room bytes"
-[ "$room" -lt $((2 << 20)) ] || fail "a 2M store has $room bytes of copy room"
+room=$("$SNAPMGR" --json status data | json_get '["store_room_bytes"]')
+echo "room before grow: $room bytes"
+[ "$room" -lt $((2 << 20)) ] || fail "a 2M store has $room bytes of room"
 changed=$(json_get '[0]["changed_bytes"]' < /tmp/snap.json)
 [ "$changed" -ge $((16 << 20)) ] || fail "snapshot says $changed bytes changed, not the 16 MiB written"
-expect_eq "$(json_get '[0]["store_copy_bytes"]' < /tmp/snap.json)" "$room" "snapshot's store_copy_bytes"
-grep -q "^snapmgr: warning: data: the store's copy room ($room bytes) is smaller than what the volume wrote since its previous snapshot ($changed bytes).*snapmgr grow data SIZE.*snapmgr monitor data" /tmp/snap.err ||
+expect_eq "$(json_get '[0]["store_room_bytes"]' < /tmp/snap.json)" "$room" "snapshot's store_room_bytes"
+grep -q "^snapmgr: warning: data: the store's room ($room bytes) is smaller than what the volume wrote since its previous snapshot ($changed bytes).*snapmgr grow data SIZE.*snapmgr monitor data" /tmp/snap.err ||
 	fail "no warning on stderr that the store is too small"
-json_get '[0]["warnings"][0]' < /tmp/snap.json | grep -q "copy room ($room bytes) is smaller" ||
+json_get '[0]["warnings"][0]' < /tmp/snap.json | grep -q "room ($room bytes) is smaller" ||
 	fail "no warnings entry in the snapshot's JSON"
 echo "ok: snapshot warns that the store is too small, on stderr and in JSON"
 
@@ -60,8 +60,8 @@ expect_eq "$w_name $w_state $w_snap $w_snap_state $w_store $w_of $w_rest" \
 [ "$w_used" -le "$w_room" ] || fail "wait says $w_used of $w_room bytes used"
 [ "$w_room" -gt "$room" ] || fail "wait says the room is $w_room bytes after the grow, not more than $room"
 lsattr /mnt/stores/data.store | grep -q -- '-i-' || fail "store not pinned after grow"
-room2=$("$SNAPMGR" --json status data | json_get '["store_copy_bytes"]')
-echo "copy room after grow: $room2 bytes"
+room2=$("$SNAPMGR" --json status data | json_get '["store_room_bytes"]')
+echo "room after grow: $room2 bytes"
 [ "$room2" -ge $((room + (31 << 20))) ] || fail "grow by 32M gave only $((room2 - room)) bytes"
 
 log "8 MiB of first writes: more than the old store could hold"
@@ -93,9 +93,9 @@ expect_eq "$(json_get '["snapshot"]' < /tmp/wait.json)" none "snapshot state wai
 log "8 MiB written since the last snapshot fit the grown store: no warning"
 "$SNAPMGR" --json snapshot data > /tmp/snap.json 2> /tmp/snap.err
 changed=$(json_get '[0]["changed_bytes"]' < /tmp/snap.json)
-room=$(json_get '[0]["store_copy_bytes"]' < /tmp/snap.json)
+room=$(json_get '[0]["store_room_bytes"]' < /tmp/snap.json)
 [ "$changed" -ge $((8 << 20)) ] && [ "$changed" -lt "$room" ] ||
-	fail "snapshot says $changed bytes changed for a copy room of $room bytes"
+	fail "snapshot says $changed bytes changed for a room of $room bytes"
 expect_eq "$(json_get '[0]["warnings"]' < /tmp/snap.json)" "[]" "warnings of a snapshot whose store is large enough"
 expect_eq "$(cat /tmp/snap.err)" "" "snapshot's stderr"
 "$SNAPMGR" release data

@@ -20,8 +20,8 @@ data=$(new_loop 128M)
 "$SNAPMGR" track "$data" --name data --store /mnt/stores/data.store --store-size 8M
 on_exit "$SNAPMGR release data 2>/dev/null; $SNAPMGR untrack data 2>/dev/null || true"
 fill_random /dev/mapper/data
-room=$("$SNAPMGR" --json status data | json_get '["store_copy_bytes"]')
-echo "copy room: $room bytes"
+room=$("$SNAPMGR" --json status data | json_get '["store_room_bytes"]')
+echo "room: $room bytes"
 
 log "48 MiB of first writes with the monitor running (step 16M)"
 "$SNAPMGR" snapshot data
@@ -45,8 +45,8 @@ grep -q "grew it by 16777216 bytes" /tmp/monitor.out || fail "the monitor did no
 expect_eq "$(dev_sum /dev/mapper/data-snap)" "$instant" "image after 48 MiB of first writes"
 kill -0 $monitor || fail "the monitor ended while the volume is attached"
 "$SNAPMGR" release data
-room=$("$SNAPMGR" --json status data | json_get '["store_copy_bytes"]')
-echo "ok: the snapshot used $used bytes; the store now has $room bytes of copy room"
+room=$("$SNAPMGR" --json status data | json_get '["store_room_bytes"]')
+echo "ok: the snapshot used $used bytes; the store now has $room bytes of room"
 
 log "stopped monitor: writes past the store's room invalidate the snapshot, not the volume"
 kill $monitor
@@ -79,12 +79,12 @@ assert refused, events
 r = refused[0]
 assert r["name"] == "data" and r["step_bytes"] == 1 << 30, r
 assert r["reason"].startswith("cannot grow it by 1073741824 bytes: its filesystem has "), r
-assert r["store_used_bytes"] * 100 >= 80 * r["store_copy_bytes"] > 0, r
+assert r["store_used_bytes"] * 100 >= 80 * r["store_room_bytes"] > 0, r
 PY
 echo "ok: the monitor's JSON line says it could not grow the store, and why"
 "$SNAPMGR" list > /dev/null 2> /tmp/list.err
 cat /tmp/list.err
-grep -q "^snapmgr: warning: data: the held snapshot has used [0-9]*% of the store's copy room" /tmp/list.err ||
+grep -q "^snapmgr: warning: data: the held snapshot has used [0-9]*% of the store's room" /tmp/list.err ||
 	fail "list does not warn that the store is nearly full"
 expect_eq "$("$SNAPMGR" --json status data 2> /dev/null | json_get '["store_nearly_full"]')" True \
 	"status --json: store_nearly_full"

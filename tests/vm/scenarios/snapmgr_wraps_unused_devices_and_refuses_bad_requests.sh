@@ -70,6 +70,17 @@ expect_eq "$(json_get '[0]["name"], d[0]["size_bytes"], d[1]["name"], d[1]["size
 grep -qx "State: *tracking" /tmp/out.txt && grep -qx "Origin: *$data" /tmp/out.txt &&
 	grep -qx "Size: *128.00m" /tmp/out.txt || fail "status data does not show its state, origin and size"
 echo "ok: status's text"
+log "the store's size, room, use and share: one name each in list, status and JSON"
+"$SNAPMGR" list -o name,store_size,store_room,store_used,store_used_percent --units b --noheadings |
+	tee /tmp/out.txt
+"$SNAPMGR" --json status data > /tmp/status.json
+expect_eq "$(awk '$1 == "data"' /tmp/out.txt | tr -s ' ')" "$(python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+p = d["store_used_percent"]
+print("data", d["store_size_bytes"], d["store_room_bytes"], d["store_used_bytes"], "-" if p is None else f"{p:.2f}")' \
+	/tmp/status.json)" "list's store columns and status's JSON keys"
+"$SNAPMGR" status data | grep -E '^(StoreSize|Room|Used|Used%):' | tee /tmp/out.txt
+expect_eq "$(wc -l < /tmp/out.txt)" 4 "status's store lines"
 "$SNAPMGR" changes data | tee /tmp/out.txt
 expect_eq "$(cat /tmp/out.txt)" "$(printf 'full: no previous position given\n0 134217728')" "changes without --since"
 

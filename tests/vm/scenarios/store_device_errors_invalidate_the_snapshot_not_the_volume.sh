@@ -91,7 +91,7 @@ expect_eq "$(status_field vol 1)" tracking "tracking again after the reload"
 echo "ok: new generation"
 expect_eq "$(status_field vol 8)" invalid "the snapshot stays invalid"
 "$COWFILE_STORE" changes "$STORE_DEV" "$SB_SECTOR" --since "$SNAP_EPOCH" --generation "$GEN" --json > /tmp/changes.json
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["full"] else 1)' /tmp/changes.json ||
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["backup_type"] == "full" else 1)' /tmp/changes.json ||
 	{ cat /tmp/changes.json; fail "changes since the snapshot are not full"; }
 echo "ok: the next backup is full"
 expect_fail -s 1 "an image of the invalid snapshot" \

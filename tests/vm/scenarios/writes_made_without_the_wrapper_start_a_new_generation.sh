@@ -13,7 +13,7 @@ mkdir -p /mnt/raw /mnt/vol
 # since_full: whether changes since the snapshot are "full".
 since_full() {
 	"$COWFILE_STORE" changes "$STORE_DEV" "$SB_SECTOR" --since "$EPOCH" --generation "$GEN" --json |
-		python3 -c 'import json, sys; print(json.load(sys.stdin)["full"])'
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["backup_type"] == "full")'
 }
 for fs in ext4 xfs; do
 	log "$fs"

@@ -3,7 +3,9 @@
 // The dm-cowfile store: its on-disk blocks (dm-target/include/uapi/linux/
 // dm-cowfile.h is the contract with the kernel), its layout, creating and
 // pinning a store file, reading a live store from its block device, and the
-// changed ranges it records.
+// changed ranges it records. Private to the library (and to cowfile-store
+// and the unit tests, which look inside stores): the public API is in
+// include/snapmgr/.
 
 #include <linux/dm-cowfile.h>
 
@@ -17,16 +19,12 @@
 #include <string_view>
 #include <vector>
 
-namespace snapmgr {
+#include "snapmgr/types.hpp"
 
-using Uuid = std::array<std::uint8_t, 16>;
+namespace snapmgr {
 
 // RFC 4122 version 4, from getrandom().
 Uuid random_uuid();
-// "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", bytes in stored order (as the
-// kernel's %pUb prints them).
-std::string format_uuid(const Uuid &uuid);
-std::optional<Uuid> parse_uuid(std::string_view text);
 
 constexpr std::size_t store_block_size = COWFILE_BLOCK_SIZE;
 constexpr std::uint64_t store_block_sectors = COWFILE_BLOCK_SECTORS;
@@ -61,7 +59,6 @@ struct StoreLayout {
 	bool operator==(const StoreLayout &) const = default;
 };
 
-bool valid_chunk_sectors(std::uint32_t chunk_sectors) noexcept;
 std::uint64_t chunk_count(std::uint64_t origin_sectors, std::uint32_t chunk_sectors);
 std::uint64_t map_blocks_for(std::uint64_t origin_sectors, std::uint32_t chunk_sectors);
 // Room for four times the extents the store has now (so "grow" can append),
@@ -153,19 +150,6 @@ std::vector<MapEntry> decode_map_block(ConstBlockBytes block, std::uint64_t bloc
 void validate_superblock_layout(const Superblock &sb);
 
 // ---- changed ranges ---------------------------------------------------------
-
-struct ByteRange {
-	std::uint64_t start = 0;
-	std::uint64_t length = 0;
-	bool operator==(const ByteRange &) const = default;
-};
-
-struct ChangeSet {
-	// True: the store cannot prove what changed; back up everything.
-	bool full = false;
-	std::string full_reason;
-	std::vector<ByteRange> ranges; // empty when full
-};
 
 // Why the changes since `since_epoch` cannot be answered from this store
 // (another generation, history older than the generation, tracking lost,
