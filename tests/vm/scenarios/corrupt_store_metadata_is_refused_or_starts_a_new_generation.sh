@@ -7,7 +7,7 @@
 # size, and two volumes' store files swapped behind snapmgr's back.
 . "$(dirname "$0")/../lib.sh"
 here=$(dirname "$0")/..
-ITERATIONS=${STORE_FUZZ_ITERATIONS:-200}
+ITERATIONS=${STORE_FUZZ_ITERATIONS:-120}
 SEED=${STORE_FUZZ_SEED:-$RANDOM}
 
 load_modules
