@@ -5,6 +5,8 @@
 // volume is tracked either way.
 #include "command.hpp"
 
+#include <cerrno>
+
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
