@@ -8,8 +8,9 @@ and every "## NAME" section is a subcommand (or PROGRAM itself); every
 option that PROGRAM or one of its subcommands takes is in the page, in
 bold (*--option*, *-o*) or in a section's synopsis line, and every option
 the page shows so is one the program takes. The columns that a --help
-text lists after "Columns, comma separated:" are each in the page in
-bold. Exits 1 and names each difference.
+text lists after "Columns, comma separated:" are the page's field list
+(its "- *field*: ..." lines), neither more nor less. Exits 1 and names each
+difference.
 """
 import re
 import subprocess
@@ -62,7 +63,6 @@ def main():
         cols |= columns(text)
 
     headers = set(re.findall(r"^## (\S+)", scd, re.M))
-    bold = set(re.findall(r"\*([^*\s]+)\*", scd))
     # Options in bold (not a bold suffix of a name: _NAME_*-real*), and
     # those a section's synopsis line names.
     page_opts = set(re.findall(r"(?<![\w_])\*(--?[a-zA-Z][\w-]*)\*", scd))
@@ -76,7 +76,10 @@ def main():
     problems += [f"'## {h}' in {page} is not a subcommand of {program}" for h in sorted(headers - subs - own)]
     problems += [f"option {o} is not in {page}" for o in sorted(opts - page_opts)]
     problems += [f"{page} shows {o}, which {program} does not take" for o in sorted(page_opts - opts)]
-    problems += [f"column '{c}' is not in {page}" for c in sorted(cols - bold)]
+    listed = set(re.findall(r"^- \*([a-z_]+)\*:", scd, re.M))
+    problems += [f"field '{c}' is not in {page}'s field list" for c in sorted(cols - listed)]
+    problems += [f"{page} lists field '{c}', which {program} does not have"
+                 for c in sorted(listed - cols) if cols]
     for p in problems:
         print(p)
     print(f"{page}: {len(subs)} subcommands, {len(opts)} options, {len(cols)} columns; "

@@ -11,139 +11,240 @@ namespace snapmgr::cli {
 
 namespace {
 
+// One report table (as lvm2's columns.h): each field is a column of list,
+// a line of status and a JSON key (the name, with _bytes for a size), so
+// the three cannot drift apart. man/check-against-help.py holds
+// snapmgr(8)'s field list to it.
+enum class Kind { text, size, count, percent, flag };
+
 struct Field {
+	const char *name;
 	const char *heading;
 	const char *help;
-	std::function<std::string(const VolumeStatus &, char unit)> value;
+	Kind kind;
+	// The JSON value; null (no kernel status, no store) shows as "-".
+	std::function<json(const VolumeStatus &)> value;
+	// What list and status show instead of value, when they differ.
+	std::function<std::string(const VolumeStatus &)> text = nullptr;
 };
 
-std::string or_dash(const std::string &s) { return s.empty() ? "-" : s; }
+json text_or_null(const std::string &s) { return s.empty() ? json() : json(s); }
 
-double used_percent(const VolumeStatus &s)
+double percent(std::uint64_t part, std::uint64_t whole)
 {
-	return 100.0 * double(s.store_used_bytes) / double(s.store_room_bytes);
+	return std::round(10000.0 * double(part) / double(whole)) / 100;
 }
 
-const std::map<std::string, Field> &fields()
+// Takes the kernel's status of an attached volume; null otherwise.
+template <typename F> std::function<json(const VolumeStatus &)> kernel(F get)
 {
-	static const std::map<std::string, Field> table = {
-		{"name", {"Volume", "volume name", [](auto &s, char) { return s.name; }}},
-		{"state", {"State", "tracking, lost, next_boot, detached or given_back",
-			   [](auto &s, char) { return std::string(to_string(s.state)); }}},
-		{"device", {"Device", "the tracked device", [](auto &s, char) { return or_dash(s.device); }}},
-		{"origin", {"Origin", "the device under the wrapper",
-			    [](auto &s, char) { return or_dash(s.origin); }}},
-		{"size", {"Size", "volume size",
-			  [](auto &s, char u) { return format_size(s.size_bytes, u); }}},
-		{"generation", {"Generation", "generation UUID",
-				[](auto &s, char) { return s.kernel ? s.kernel->generation : "-"; }}},
-		{"epoch", {"Epoch", "open epoch",
-			   [](auto &s, char) { return s.kernel ? std::to_string(s.kernel->epoch) : "-"; }}},
-		{"snapshot", {"Snapshot", "held snapshot: none, active or invalid",
-			      [](auto &s, char) {
-				      if (!s.kernel)
-					      return std::string("-");
-				      std::string state(to_string(s.kernel->snap_state));
-				      if (s.kernel->snap_state == SnapState::invalid)
-					      state += "(" + s.kernel->invalid_reason + ")";
-				      return state;
-			      }}},
-		{"snap_epoch", {"SnapEpoch", "epoch the held snapshot closed",
-				[](auto &s, char) {
-					return s.kernel && s.kernel->snap_state != SnapState::none
-						       ? std::to_string(s.kernel->snap_epoch)
-						       : "-";
-				}}},
-		{"image", {"Image", "snapshot image device", [](auto &s, char) { return or_dash(s.image); }}},
-		{"changed", {"Changed%", "chunks written in the open epoch",
-			     [](auto &s, char) {
-				     return s.kernel && s.kernel->chunks
-						    ? fmt::format("{:.2f}", 100.0 * double(s.kernel->marked) /
-									    double(s.kernel->chunks))
-						    : "-";
-			     }}},
-		{"store", {"Store", "store file", [](auto &s, char) { return or_dash(s.config.store.string()); }}},
-		{"store_size", {"StoreSize", "the store file's size",
-				[](auto &s, char u) { return format_size(s.store_size_bytes, u); }}},
-		{"store_room", {"Room", "the store's room for copies",
-				[](auto &s, char u) { return format_size(s.store_room_bytes, u); }}},
-		{"store_used", {"Used", "room the held snapshot uses",
-				[](auto &s, char u) { return format_size(s.store_used_bytes, u); }}},
-		{"store_used_percent", {"Used%", "share of the room the held snapshot uses",
-					[](auto &s, char) {
-						return s.store_room_bytes
-							       ? fmt::format("{:.2f}", used_percent(s))
-							       : "-";
-					}}},
+	return [get](const VolumeStatus &s) { return s.kernel ? json(get(*s.kernel)) : json(); };
+}
+
+const std::vector<Field> &fields()
+{
+	static const std::vector<Field> table = {
+		{"name", "Volume", "volume name", Kind::text, [](auto &s) { return json(s.name); }},
+		{"state", "State", "tracking, lost, next_boot, detached or given_back", Kind::text,
+		 [](auto &s) { return json(std::string(to_string(s.state))); }},
+		{"device", "Device", "the tracked device (the wrapper when attached)", Kind::text,
+		 [](auto &s) { return text_or_null(s.device); }},
+		{"origin", "Origin", "the device under the wrapper", Kind::text,
+		 [](auto &s) { return text_or_null(s.origin); }},
+		{"size", "Size", "volume size", Kind::size, [](auto &s) { return json(s.size_bytes); }},
+		{"generation", "Generation", "generation UUID", Kind::text,
+		 kernel([](auto &k) { return k.generation; })},
+		{"generation_epoch", "GenEpoch", "the generation's first epoch", Kind::count,
+		 kernel([](auto &k) { return k.generation_epoch; })},
+		{"epoch", "Epoch", "open epoch", Kind::count, kernel([](auto &k) { return k.epoch; })},
+		{"snapshot", "Snapshot", "held snapshot: none, active or invalid", Kind::text,
+		 kernel([](auto &k) { return std::string(to_string(k.snap_state)); }),
+		 [](auto &s) {
+			 if (!s.kernel)
+				 return std::string("-");
+			 std::string state(to_string(s.kernel->snap_state));
+			 if (s.kernel->snap_state == SnapState::invalid)
+				 state += "(" + s.kernel->invalid_reason + ")";
+			 return state;
+		 }},
+		{"snapshot_epoch", "SnapEpoch", "epoch the held snapshot closed", Kind::count,
+		 [](auto &s) {
+			 return s.kernel && s.kernel->snap_state != SnapState::none
+					? json(s.kernel->snap_epoch)
+					: json();
+		 }},
+		{"invalid_reason", "Invalid", "why the held snapshot became invalid", Kind::text,
+		 kernel([](auto &k) { return text_or_null(k.invalid_reason); })},
+		{"image", "Image", "snapshot image device", Kind::text,
+		 [](auto &s) { return text_or_null(s.image); }},
+		{"chunk", "Chunk", "tracking chunk size", Kind::size,
+		 kernel([](auto &k) { return std::uint64_t(k.chunk_sectors) * 512; })},
+		{"chunks", "Chunks", "chunks in the volume", Kind::count,
+		 kernel([](auto &k) { return k.chunks; })},
+		{"changed_chunks", "Changed", "chunks written in the open epoch", Kind::count,
+		 kernel([](auto &k) { return k.marked; })},
+		{"changed_percent", "Changed%", "the same as a share of the chunks", Kind::percent,
+		 [](auto &s) {
+			 return s.kernel && s.kernel->chunks
+					? json(percent(s.kernel->marked, s.kernel->chunks))
+					: json();
+		 }},
+		{"store", "Store", "store file", Kind::text,
+		 [](auto &s) { return text_or_null(s.config.store.string()); }},
+		{"store_size", "StoreSize", "the store file's size", Kind::size,
+		 [](auto &s) { return json(s.store_size_bytes); }},
+		{"store_room", "Room", "the store's room for copies", Kind::size,
+		 [](auto &s) { return json(s.store_room_bytes); }},
+		{"store_used", "Used", "room the held snapshot uses", Kind::size,
+		 [](auto &s) { return json(s.store_used_bytes); }},
+		{"store_used_percent", "Used%", "share of the room the held snapshot uses",
+		 Kind::percent,
+		 [](auto &s) {
+			 return s.store_room_bytes ? json(percent(s.store_used_bytes, s.store_room_bytes))
+						   : json();
+		 }},
+		{"store_nearly_full", "NearlyFull", "the held snapshot's store is past its low water mark",
+		 Kind::flag, [](auto &s) { return json(s.store_nearly_full); }},
+		{"kernel_memory", "KernelMem", "kernel memory the volume uses", Kind::size,
+		 kernel([](auto &k) { return k.core_bytes; })},
+		{"attach_error", "GivenBack", "why boot gave the volume back", Kind::text,
+		 [](auto &s) { return text_or_null(s.attach_error); }},
 	};
 	return table;
+}
+
+const Field &field(const std::string &name)
+{
+	for (const Field &f : fields())
+		if (name == f.name)
+			return f;
+	throw std::out_of_range(name);
+}
+
+std::string field_names()
+{
+	std::string names;
+	for (const Field &f : fields())
+		names += (names.empty() ? "" : ",") + std::string(f.name);
+	return names;
+}
+
+std::string json_key(const Field &f)
+{
+	return f.kind == Kind::size ? std::string(f.name) + "_bytes" : f.name;
+}
+
+struct ReportArgs {
+	std::string fields; // empty: the default, all fields in JSON
+	std::string units = "h";
+	std::string separator;
+	bool no_headings = false;
+	bool no_suffix = false;
+};
+
+std::string cell(const Field &f, const VolumeStatus &s, const ReportArgs &a)
+{
+	if (f.text)
+		return f.text(s);
+	const json v = f.value(s);
+	if (v.is_null())
+		return "-";
+	switch (f.kind) {
+	case Kind::text:
+		return v.get<std::string>();
+	case Kind::size:
+		return format_size(v.get<std::uint64_t>(), a.units[0], !a.no_suffix);
+	case Kind::count:
+		return std::to_string(v.get<std::uint64_t>());
+	case Kind::percent:
+		return fmt::format("{:.2f}", v.get<double>());
+	case Kind::flag:
+		return v.get<bool>() ? "yes" : "no";
+	}
+	return "-";
 }
 
 constexpr const char *default_fields =
 	"name,state,origin,size,epoch,snapshot,image,store_used_percent";
 
-std::vector<std::string> split_fields(const std::string &spec)
+// -o as lvs takes it: FIELDS replaces the default, +FIELDS adds to it.
+std::vector<const Field *> selected(const std::string &spec)
 {
-	std::vector<std::string> names;
-	std::istringstream in(spec);
-	for (std::string f; std::getline(in, f, ',');) {
-		if (!fields().count(f)) {
-			std::string known;
-			for (const auto &[name, _] : fields())
-				known += (known.empty() ? "" : ", ") + name;
+	std::string list = spec.empty() ? default_fields : spec;
+	if (list.starts_with('+'))
+		list = std::string(default_fields) + "," + list.substr(1);
+	std::vector<const Field *> out;
+	std::istringstream in(list);
+	for (std::string name; std::getline(in, name, ',');) {
+		try {
+			out.push_back(&field(name));
+		} catch (const std::out_of_range &) {
 			throw UsageError("-o", EINVAL,
-					 fmt::format("unknown field '{}' (fields: {})", f, known));
+					 fmt::format("unknown field '{}' (fields: {})", name,
+						     field_names()));
 		}
-		names.push_back(f);
 	}
-	return names;
+	return out;
 }
 
-void print_table(const std::vector<VolumeStatus> &rows, const std::string &spec, char unit,
-		 bool headings)
+json report_json(const VolumeStatus &s, const std::vector<const Field *> &which)
 {
-	auto names = split_fields(spec);
+	json j = json::object();
+	for (const Field *f : which)
+		j[json_key(*f)] = f->value(s);
+	return j;
+}
+
+std::vector<const Field *> all_fields()
+{
+	std::vector<const Field *> out;
+	for (const Field &f : fields())
+		out.push_back(&f);
+	return out;
+}
+
+// Aligned columns; with --separator, cells joined by it and not padded.
+void print_table(const std::vector<VolumeStatus> &rows, const ReportArgs &a)
+{
+	const auto which = selected(a.fields);
 	std::vector<std::vector<std::string>> cells;
-	std::vector<std::size_t> width(names.size(), 0);
-	if (headings) {
+	if (!a.no_headings) {
 		cells.emplace_back();
-		for (const auto &n : names)
-			cells.back().push_back(fields().at(n).heading);
+		for (const Field *f : which)
+			cells.back().push_back(f->heading);
 	}
 	for (const auto &row : rows) {
 		cells.emplace_back();
-		for (const auto &n : names)
-			cells.back().push_back(fields().at(n).value(row, unit));
+		for (const Field *f : which)
+			cells.back().push_back(cell(*f, row, a));
 	}
-	for (const auto &line : cells)
-		for (std::size_t i = 0; i < line.size(); i++)
-			width[i] = std::max(width[i], line[i].size());
+	std::vector<std::size_t> width(which.size(), 0);
+	if (a.separator.empty())
+		for (const auto &line : cells)
+			for (std::size_t i = 0; i < line.size(); i++)
+				width[i] = std::max(width[i], line[i].size());
+	const std::string separator = a.separator.empty() ? "  " : a.separator;
 	for (const auto &line : cells) {
 		std::string out;
 		for (std::size_t i = 0; i < line.size(); i++)
-			out += fmt::format("{}{:<{}}", i ? "  " : "", line[i],
+			out += fmt::format("{}{:<{}}", i ? separator : "", line[i],
 					   i + 1 < line.size() ? width[i] : 0);
 		fmt::print("{}\n", out);
 	}
 }
 
-struct ReportArgs {
-	std::string fields = default_fields;
-	std::string units = "h";
-	bool no_headings = false;
-};
-
 void add_report_options(CLI::App *cmd, ReportArgs &a)
 {
 	cmd->add_option("-o,--options", a.fields,
-			"Columns, comma separated: name,state,device,origin,size,generation,"
-			"epoch,snapshot,snap_epoch,image,changed,store,store_size,store_room,"
-			"store_used,store_used_percent")
-		->capture_default_str();
+			fmt::format("Fields, comma separated, or +FIELDS to add to the default "
+				    "({}). Columns, comma separated: {}",
+				    default_fields, field_names()));
 	cmd->add_option("--units", a.units, "Sizes in h (human), b, k, m, g or t")
 		->check(CLI::IsMember({"h", "b", "k", "m", "g", "t"}))
 		->capture_default_str();
 	cmd->add_flag("--noheadings", a.no_headings, "No heading line");
+	cmd->add_option("--separator", a.separator, "Columns separated by this, not aligned");
+	cmd->add_flag("--nosuffix", a.no_suffix, "Sizes without their unit");
 }
 
 // On stderr, whatever the output format: the snapshot is lost if the store
@@ -162,37 +263,7 @@ void warn_if_store_nearly_full(const VolumeStatus &s)
 
 } // namespace
 
-json to_json(const VolumeStatus &s)
-{
-	json j = {{"name", s.name},
-		  {"state", std::string(to_string(s.state))},
-		  {"device", s.device},
-		  {"origin", s.origin},
-		  {"size_bytes", s.size_bytes},
-		  {"image", s.image},
-		  {"store", s.config.store.string()},
-		  {"store_size_bytes", s.store_size_bytes},
-		  {"store_room_bytes", s.store_room_bytes},
-		  {"store_used_bytes", s.store_used_bytes},
-		  {"store_used_percent",
-		   s.store_room_bytes ? json(std::round(used_percent(s) * 100) / 100) : json()},
-		  {"store_nearly_full", s.store_nearly_full},
-		  {"attach_error", s.attach_error}};
-	if (s.kernel) {
-		const CowfileStatus &k = *s.kernel;
-		j["generation"] = k.generation;
-		j["generation_epoch"] = k.generation_epoch;
-		j["epoch"] = k.epoch;
-		j["chunk_bytes"] = std::uint64_t(k.chunk_sectors) * 512;
-		j["changed_chunks"] = k.marked;
-		j["chunks"] = k.chunks;
-		j["snapshot"] = std::string(to_string(k.snap_state));
-		j["snapshot_epoch"] = k.snap_epoch;
-		j["invalid_reason"] = k.invalid_reason;
-		j["kernel_memory_bytes"] = k.core_bytes;
-	}
-	return j;
-}
+json to_json(const VolumeStatus &s) { return report_json(s, all_fields()); }
 
 void add_list(CLI::App &app, Context &ctx)
 {
@@ -205,12 +276,14 @@ void add_list(CLI::App &app, Context &ctx)
 			for (const auto &s : rows)
 				warn_if_store_nearly_full(s);
 			if (ctx.as_json) {
+				const auto which =
+					args->fields.empty() ? all_fields() : selected(args->fields);
 				json out = json::array();
 				for (const auto &s : rows)
-					out.push_back(to_json(s));
+					out.push_back(report_json(s, which));
 				ctx.print_json(out);
 			} else {
-				print_table(rows, args->fields, args->units[0], !args->no_headings);
+				print_table(rows, *args);
 			}
 			return exit_ok;
 		};
@@ -230,14 +303,9 @@ void add_status(CLI::App &app, Context &ctx)
 				ctx.print_json(to_json(s));
 				return exit_ok;
 			}
-			for (const char *f : {"name", "state", "device", "origin", "size", "generation",
-					      "epoch", "snapshot", "snap_epoch", "image", "changed",
-					      "store", "store_size", "store_room", "store_used",
-					      "store_used_percent"})
-				fmt::print("{:<11} {}\n", std::string(fields().at(f).heading) + ":",
-					   fields().at(f).value(s, 'h'));
-			if (!s.attach_error.empty())
-				fmt::print("{:<11} {}\n", "Given back:", s.attach_error);
+			const ReportArgs human;
+			for (const Field &f : fields())
+				fmt::print("{:<11} {}\n", std::string(f.heading) + ":", cell(f, s, human));
 			return exit_ok;
 		};
 	});

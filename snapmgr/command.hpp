@@ -56,8 +56,9 @@ void add_grow(CLI::App &app, Context &ctx);
 void add_wait(CLI::App &app, Context &ctx);
 void add_monitor(CLI::App &app, Context &ctx);
 
-// Sizes in tables: --units h (human, 1.5g) or b/k/m/g/t (whole units).
-std::string format_size(std::uint64_t bytes, char unit);
+// Sizes in tables: --units h (human, 1.5g) or b/k/m/g/t (whole units);
+// without the unit letter for --nosuffix.
+std::string format_size(std::uint64_t bytes, char unit, bool suffix = true);
 
 // The volume's store watcher, snapmgr-monitor@NAME, where systemd runs
 // (monitor_unit.cpp): enabled (and started when START_NOW) by track and

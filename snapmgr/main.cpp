@@ -40,19 +40,20 @@ void Context::print_json(const json &value) const
 	fmt::print("{}\n", value.dump(2, ' ', false, json::error_handler_t::replace));
 }
 
-std::string format_size(std::uint64_t bytes, char unit)
+std::string format_size(std::uint64_t bytes, char unit, bool suffix)
 {
 	static const std::string units = "bkmgt";
 	auto u = units.find(unit);
 	if (u != std::string::npos)
-		return fmt::format("{}{}", bytes >> (10 * u), u ? std::string(1, unit) : "");
+		return fmt::format("{}{}", bytes >> (10 * u), u && suffix ? std::string(1, unit) : "");
 	double v = double(bytes);
 	std::size_t i = 0;
 	while (v >= 1024 && i + 1 < units.size()) {
 		v /= 1024;
 		i++;
 	}
-	return i ? fmt::format("{:.2f}{}", v, units[i]) : fmt::format("{}b", bytes);
+	const std::string unit_text = suffix ? std::string(1, units[i]) : "";
+	return i ? fmt::format("{:.2f}{}", v, unit_text) : fmt::format("{}{}", bytes, unit_text);
 }
 
 } // namespace snapmgr::cli

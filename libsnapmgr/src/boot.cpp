@@ -110,6 +110,21 @@ void retrigger(const std::string &kernel_name)
 	out << "change\n";
 }
 
+// What udev_claim() can rule out before it probes the device (blkid,
+// mountinfo, holders): no volume is configured in the device's mode, or,
+// for a dm device, under its name.
+bool may_claim(const std::string &devnode, const std::vector<VolumeConfig> &configs)
+{
+	const std::string kernel_name = fs::path(devnode).filename();
+	std::ifstream in("/sys/class/block/" + kernel_name + "/dm/name");
+	std::string dm_name;
+	const bool dm = static_cast<bool>(std::getline(in, dm_name));
+	for (const VolumeConfig &c : configs)
+		if (dm ? c.mode == AttachMode::insert && c.name == dm_name : c.mode == AttachMode::wrap)
+			return true;
+	return false;
+}
+
 } // namespace
 
 bool boot_disabled()
@@ -133,8 +148,11 @@ std::optional<std::string> given_back_reason(const std::string &name)
 
 std::optional<UdevClaim> udev_claim(const std::string &devnode)
 {
+	const std::vector<VolumeConfig> configs = load_all_configs();
+	if (!may_claim(devnode, configs))
+		return std::nullopt;
 	const BlockDevice d = probe_device(devnode);
-	for (const VolumeConfig &c : load_all_configs()) {
+	for (const VolumeConfig &c : configs) {
 		UdevClaim claim;
 		claim.volume = c.name;
 		if (d.dm) {

@@ -7,7 +7,9 @@
 #  - a mounted plain device is configured for the next boot, not wrapped;
 #  - bad requests fail with exit 1 or 2, leave no device, store or
 #    configuration behind, and leave what exists unchanged;
-#  - list's columns, units and headings, --json list, and the text each
+#  - list's columns (one report table: each field the same in list,
+#    status and JSON; -o +FIELDS, --separator, --nosuffix), units and
+#    headings, --json list, and the text each
 #    command prints;
 #  - a release waits for a backup holding the volume's lock;
 #  - a snapshot of two volumes that fails on the second (its store device
@@ -81,6 +83,38 @@ print("data", d["store_size_bytes"], d["store_room_bytes"], d["store_used_bytes"
 	/tmp/status.json)" "list's store columns and status's JSON keys"
 "$SNAPMGR" status data | grep -E '^(StoreSize|Room|Used|Used%):' | tee /tmp/out.txt
 expect_eq "$(wc -l < /tmp/out.txt)" 4 "status's store lines"
+log "one report table: every field alike in list, status and JSON; -o+, --separator, --nosuffix"
+all=$("$SNAPMGR" list --help | sed -n 's/.*Columns, comma separated: \([a-z_,]*\).*/\1/p')
+# Frozen, so that ext4's lazy inode table init marks no chunk in between.
+fsfreeze -f /mnt/data
+"$SNAPMGR" list -o "$all" --units b --nosuffix --separator '|' --noheadings | grep '^data|' > /tmp/row.txt
+"$SNAPMGR" --json status data > /tmp/status.json
+fsfreeze -u /mnt/data
+python3 - "$all" /tmp/row.txt /tmp/status.json <<'PY' || fail "list's columns and status's JSON differ"
+import json, sys
+names = sys.argv[1].split(",")
+cells = open(sys.argv[2]).read().rstrip("\n").split("|")
+d = json.load(open(sys.argv[3]))
+if len(cells) != len(names) or len(d) != len(names):
+    sys.exit(f"{len(names)} fields, {len(cells)} cells, JSON keys {sorted(d)}")
+for name, cell in zip(names, cells):
+    key = name + "_bytes" if name + "_bytes" in d else name
+    v = d[key]
+    want = ("-" if v is None else "yes" if v is True else "no" if v is False
+            else f"{v:.2f}" if isinstance(v, float) else str(v))
+    if cell != want:
+        sys.exit(f"{name}: list shows {cell!r}, JSON {key} is {v!r}")
+print(f"ok: {len(names)} fields alike in list and JSON")
+PY
+expect_eq "$("$SNAPMGR" status data | wc -l)" "$(echo "$all" | tr ',' '\n' | wc -l)" "status shows every field"
+"$SNAPMGR" list -o +chunk,store_nearly_full --separator '|' | tee /tmp/out.txt
+expect_eq "$(head -1 /tmp/out.txt)" "Volume|State|Origin|Size|Epoch|Snapshot|Image|Used%|Chunk|NearlyFull" \
+	"-o +FIELDS adds to the default columns"
+expect_eq "$(grep '^data|' /tmp/out.txt | cut -d'|' -f 4,9,10)" "128.00m|16.00k|no" "--separator, sizes with units"
+expect_eq "$("$SNAPMGR" list -o size --units m --nosuffix --noheadings | tr '\n' ' ')" "64 128 " "--nosuffix"
+"$SNAPMGR" --json list -o name,size > /tmp/list.json
+expect_eq "$(python3 -c 'import json, sys; print([sorted(v) for v in json.load(sys.stdin)])' < /tmp/list.json)" "[['name', 'size_bytes'], ['name', 'size_bytes']]" \
+	"--json list -o names the keys"
 "$SNAPMGR" changes data | tee /tmp/out.txt
 expect_eq "$(cat /tmp/out.txt)" "$(printf 'full: no previous position given\n0 134217728')" "changes without --since"
 

@@ -9,7 +9,14 @@
 #    wrapper; a snapshot's image, which carries the same filesystem UUID,
 #    gets /dev/snapmgr/NAME-snap and never takes by-uuid;
 #  - a later change event on the raw device leaves it claimed;
-#  - after untrack the raw device has its by-uuid link again.
+#  - after untrack the raw device has its by-uuid link again;
+#  - an LVM volume configured for live insertion comes back after a
+#    "reboot" (deactivated and activated again) hidden from the disk rules
+#    until reattach --boot has put its wrapper in, then linked;
+#  - the same under lvm2's own rule names (10-dm, 11-dm-lvm, 13-dm-disk, as
+#    Fedora, Arch and SUSE install them) with our rules at 12, the number the
+#    build picks there; at 58 under those names the LV would be linked
+#    before it is hidden (the negative control: the renaming matters).
 . "$(dirname "$0")/../lib.sh"
 load_modules
 unset DM_DISABLE_UDEV # udev makes the nodes and links here, as on a real system
@@ -18,12 +25,16 @@ unset DM_DISABLE_UDEV # udev makes the nodes and links here, as on a real system
 export SYSTEMD_IGNORE_CHROOT=1
 modprobe loop
 prop() { udevadm info --query=property --name="$1" | sed -n "s/^$2=//p"; }
-by_uuid() { readlink -f "/dev/disk/by-uuid/$uuid" 2>/dev/null || echo none; }
+# -e: a missing link is "none" (-f would name the path itself once
+# /dev/disk/by-uuid exists)
+by_uuid() { readlink -e "/dev/disk/by-uuid/$uuid" 2>/dev/null || echo none; }
 
 log "our rules, naming the snapmgr under test, and systemd-udevd"
 mkdir -p /run/udev/rules.d
-for r in 58-snapmgr 69-snapmgr-attach; do
-	sed "s|/[^ \"]*/snapmgr |$SNAPMGR |g" "$SNAPMGR_BUILD_DIR/udev/$r.rules" > /run/udev/rules.d/$r.rules
+claim_rules=$(cd "$SNAPMGR_BUILD_DIR/udev" && echo [0-9][0-9]-snapmgr.rules)
+[ -f "$SNAPMGR_BUILD_DIR/udev/$claim_rules" ] || fail "no claim rules in the build: $claim_rules"
+for r in "$claim_rules" 69-snapmgr-attach.rules; do
+	sed "s|/[^ \"]*/snapmgr |$SNAPMGR |g" "$SNAPMGR_BUILD_DIR/udev/$r" > /run/udev/rules.d/$r
 done
 /lib/systemd/systemd-udevd --daemon
 on_exit "udevadm control --exit"
@@ -91,3 +102,64 @@ udevadm settle
 expect_eq "$(prop "$dev" SNAPMGR_CLAIM)" "" "no claim after untrack"
 expect_eq "$(by_uuid)" "$dev" "by-uuid names the raw device again"
 echo "ok: a hot-added tracked disk is claimed, attached and linked as the wrapper"
+
+log "an LVM volume, tracked by live insertion"
+lvm() { command lvm "$@" 2> /tmp/lvm.err || { cat /tmp/lvm.err >&2; return 1; }; }
+pv=$(new_loop 96M)
+lvm pvcreate -q "$pv"
+lvm vgcreate -q uv "$pv"
+on_exit "lvm vgremove -q -f uv >/dev/null 2>&1; lvm pvremove -q $pv >/dev/null 2>&1"
+lvm lvcreate -q -y -L 64M -n lv uv
+mkfs.ext4 -q -b 4096 /dev/mapper/uv-lv
+uuid=$(blkid -s UUID -o value /dev/mapper/uv-lv)
+mkdir -p /mnt/lv
+mount /dev/mapper/uv-lv /mnt/lv
+"$SNAPMGR" track /dev/mapper/uv-lv --store-size 8M
+on_exit "$SNAPMGR untrack uv-lv 2>/dev/null || true"
+umount /mnt/lv
+udevadm settle
+lv=$(readlink -f /dev/mapper/uv-lv)
+expect_eq "$(by_uuid)" "$lv" "by-uuid names the LV with its wrapper in"
+
+# As a reboot does: the LV comes back with LVM's table alone, its wrapper
+# not yet in.
+reactivate() {
+	lvm vgchange -q -an uv
+	dmsetup remove uv-lv-real
+	udevadm settle
+	lvm vgchange -q -ay uv
+	udevadm settle
+	lv=$(readlink -f /dev/mapper/uv-lv)
+	expect_eq "$(dmsetup table uv-lv | awk '{ print $3 }')" linear "uv-lv's table before reattach"
+}
+hidden_until_reattached() {
+	expect_eq "$(prop "$lv" SNAPMGR_CLAIM)" 1 "$1: the LV is claimed"
+	expect_eq "$(prop "$lv" SYSTEMD_READY)" 0 "$1: systemd does not see the LV"
+	expect_eq "$(by_uuid)" none "$1: no by-uuid link to the LV without its wrapper"
+	"$SNAPMGR" reattach --boot uv-lv
+	udevadm settle
+	expect_eq "$(dmsetup table uv-lv | awk '{ print $3 }')" cowfile "$1: uv-lv's table after reattach"
+	expect_eq "$(by_uuid)" "$lv" "$1: by-uuid names the LV with its wrapper in"
+}
+reactivate
+hidden_until_reattached "Debian's rule names"
+
+log "lvm2's own rule names, our rules at 12"
+for pair in 55-dm:10-dm 56-lvm:11-dm-lvm 60-persistent-storage-dm:13-dm-disk; do
+	cp "/lib/udev/rules.d/${pair%:*}.rules" "/run/udev/rules.d/${pair#*:}.rules"
+	ln -s /dev/null "/run/udev/rules.d/${pair%:*}.rules"
+done
+mv "/run/udev/rules.d/$claim_rules" /run/udev/rules.d/12-snapmgr.rules
+udevadm control --reload
+reactivate
+hidden_until_reattached "lvm2's rule names"
+
+log "negative control: lvm2's rule names, our rules at 58"
+mv /run/udev/rules.d/12-snapmgr.rules /run/udev/rules.d/58-snapmgr.rules
+udevadm control --reload
+reactivate
+expect_eq "$(by_uuid)" "$lv" "at 58 under lvm2's names, the LV is linked before our rules hide it"
+echo "ok: negative control: the rule order decides"
+"$SNAPMGR" reattach --boot uv-lv
+"$SNAPMGR" untrack uv-lv
+echo "ok: an LVM volume configured for insertion is hidden at boot until its wrapper is in"
