@@ -249,15 +249,16 @@ std::string resolve_mount_point(const std::string &path)
 	return probe_device(m.major, m.minor).path;
 }
 
-// A store on a filesystem that cannot hold one (tmpfs, btrfs, ...) is a
-// request refused, not an action that failed: StoreFile::create has left
-// nothing behind, so the error says so as a UsageError.
+// A store on a filesystem that cannot hold one (tmpfs, btrfs, ...) or has
+// no room for it is a request refused, not an action that failed (as grow
+// past the free space): StoreFile::create has left nothing behind, so the
+// error says so as a UsageError.
 CreatedStore create_store(const StoreCreateOptions &store)
 {
 	try {
 		return StoreFile::create(store);
 	} catch (const StoreError &e) {
-		if (e.error_number() == EOPNOTSUPP)
+		if (e.error_number() == EOPNOTSUPP || e.error_number() == ENOSPC)
 			throw UsageError(e.object(), e.error_number(), e.what());
 		throw;
 	}

@@ -225,7 +225,8 @@ mkdir -p /mnt/full
 mount "$full_dev" /mnt/full
 on_exit "umount /mnt/full"
 dd if=/dev/zero of=/mnt/full/filler bs=1M status=none 2>/dev/null || true
-expect_fail -s 1 "store on a full filesystem" "$SNAPMGR" track "$spare" --name spare --store /mnt/full/s.store --store-size 8M
+expect_fail -s 2 "store on a full filesystem" "$SNAPMGR" track "$spare" --name spare --store /mnt/full/s.store --store-size 8M
+grep -q "not enough free space for 8388608 bytes" /tmp/expect_fail.out || fail "the refusal does not say why"
 [ ! -e /mnt/full/s.store ] || fail "a refused store file was left on the full filesystem"
 rc=0; "$SNAPMGR" frobnicate > /dev/null 2>&1 || rc=$?
 expect_eq $rc 2 "exit status of an unknown command"
