@@ -3,7 +3,7 @@
 #include "command.hpp"
 
 #include <cmath>
-#include <map>
+#include <functional>
 #include <memory>
 #include <sstream>
 
@@ -113,12 +113,12 @@ const std::vector<Field> &fields()
 	return table;
 }
 
-const Field &field(const std::string &name)
+const Field *find_field(const std::string &name)
 {
 	for (const Field &f : fields())
 		if (name == f.name)
-			return f;
-	throw std::out_of_range(name);
+			return &f;
+	return nullptr;
 }
 
 std::string field_names()
@@ -176,13 +176,12 @@ std::vector<const Field *> selected(const std::string &spec)
 	std::vector<const Field *> out;
 	std::istringstream in(list);
 	for (std::string name; std::getline(in, name, ',');) {
-		try {
-			out.push_back(&field(name));
-		} catch (const std::out_of_range &) {
+		const Field *f = find_field(name);
+		if (!f)
 			throw UsageError("-o", EINVAL,
 					 fmt::format("unknown field '{}' (fields: {})", name,
 						     field_names()));
-		}
+		out.push_back(f);
 	}
 	return out;
 }
@@ -236,7 +235,7 @@ void print_table(const std::vector<VolumeStatus> &rows, const ReportArgs &a)
 void add_report_options(CLI::App *cmd, ReportArgs &a)
 {
 	cmd->add_option("-o,--options", a.fields,
-			fmt::format("Fields, comma separated, or +FIELDS to add to the default "
+			fmt::format("Fields to show, or +FIELDS to add them to the default "
 				    "({}). Columns, comma separated: {}",
 				    default_fields, field_names()));
 	cmd->add_option("--units", a.units, "Sizes in h (human), b, k, m, g or t")
