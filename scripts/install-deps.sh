@@ -12,6 +12,7 @@ qemu-system-x86 busybox-static cpio zstd debootstrap scdoc groff-base
 flex bison bc libelf-dev
 dmsetup lvm2 thin-provisioning-tools e2fsprogs xfsprogs btrfs-progs fio util-linux
 dracut-core udev fdisk
+dkms lintian
 "
 
 missing=""

@@ -636,21 +636,30 @@ std::vector<StoreExtent> StoreFile::extend(const std::filesystem::path &path,
 		FileDescriptor w(::open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
 		if (!w.valid())
 			throw_errno(name, "cannot open the store for writing");
+		// Undoes a partial extension; the error says so if even that fails
+		// (the file is then longer than the store it holds).
+		const auto cut_back = [&] {
+			if (ftruncate(w.get(), off_t(old_size)) == 0)
+				return std::string();
+			return fmt::format(" (and cutting the file back to {} bytes failed: {})",
+					   old_size, std::strerror(errno));
+		};
 		if (fallocate(w.get(), 0, off_t(old_size), off_t(add_bytes)) < 0) {
 			int e = errno;
-			ftruncate(w.get(), off_t(old_size));
+			const std::string undo = cut_back();
 			errno = e;
 			if (e == ENOSPC)
 				throw StoreError(name, e,
-						 fmt::format("{}: not enough free space to add {} bytes",
-							     name, add_bytes));
-			throw_errno(name, fmt::format("cannot preallocate {} more bytes", add_bytes));
+						 fmt::format("{}: not enough free space to add {} bytes{}",
+							     name, add_bytes, undo));
+			throw_errno(name, fmt::format("cannot preallocate {} more bytes{}", add_bytes,
+						      undo));
 		}
 		if (fsync(w.get()) < 0) {
 			int e = errno;
-			ftruncate(w.get(), off_t(old_size));
+			const std::string undo = cut_back();
 			errno = e;
-			throw_errno(name, "cannot flush the allocation (fsync)");
+			throw_errno(name, "cannot flush the allocation (fsync)" + undo);
 		}
 		unpinned.pin_again();
 	}

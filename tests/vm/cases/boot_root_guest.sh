@@ -30,7 +30,7 @@ ROOT=/mnt/root
 STATE=/var/lib/boot-test/state
 phase=$1
 fs=${2:-ext4}
-export PATH=/usr/local/sbin:$PATH
+export PATH=/usr/sbin:/sbin:$PATH
 
 SECONDS=0
 log() { echo "== [${SECONDS}s] $*"; }
