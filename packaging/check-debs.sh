@@ -1,12 +1,13 @@
 #!/bin/bash
-# check-debs.sh BUILD_DIR VERSION KERNEL_RELEASE: the Debian packages that
+# check-debs.sh BUILD_DIR VERSION KERNEL_RELEASE [OUT_DIR]: the Debian packages that
 # `cpack` makes from BUILD_DIR hold what they must and nothing built for one
 # kernel, name only paths they install, pass lintian without an error or a
 # warning, and DKMS builds the snapmgr-dkms package's module for
 # KERNEL_RELEASE (in a private DKMS tree: the system's is not touched).
-# Installing them in a booted Debian system is the VM's part (issue 21).
+# With OUT_DIR, the two packages are left there once they passed, for the
+# systemd VM test that installs them (tests/vm/multiboot/packages_*).
 set -euo pipefail
-build=$1 version=$2 release=$3
+build=$1 version=$2 release=$3 out=${4:-}
 work=$(mktemp -d "$build/package-check.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -61,3 +62,10 @@ ko=$(find "$work/tree/dm-cowfile/$version/$release" -name 'dm-cowfile.ko*' | hea
 vermagic=$(modinfo -F vermagic "$ko")
 [ "${vermagic%% *}" = "$release" ] || fail "the DKMS module is for '$vermagic', not $release"
 echo "ok: DKMS built $(basename "$ko") for $release ($vermagic)"
+
+if [ -n "$out" ]; then
+	rm -rf "$out"
+	mkdir -p "$out"
+	cp "$main" "$dkms" "$out/"
+	echo "ok: the packages are in $out"
+fi

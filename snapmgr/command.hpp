@@ -55,6 +55,7 @@ void add_backup(CLI::App &app, Context &ctx);
 void add_grow(CLI::App &app, Context &ctx);
 void add_wait(CLI::App &app, Context &ctx);
 void add_monitor(CLI::App &app, Context &ctx);
+void add_doctor(CLI::App &app, Context &ctx);
 
 // Sizes in tables: --units h (human, 1.5g) or b/k/m/g/t (whole units);
 // without the unit letter for --nosuffix.

@@ -83,6 +83,7 @@ int main(int argc, char **argv)
 	add_grow(app, ctx);
 	add_wait(app, ctx);
 	add_monitor(app, ctx);
+	add_doctor(app, ctx);
 
 	try {
 		app.parse(argc, argv);

@@ -5,13 +5,9 @@
 // volume is tracked either way.
 #include "command.hpp"
 
-#include <cerrno>
-
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
+#include "process.hpp"
 
 namespace snapmgr::cli {
 
@@ -33,22 +29,11 @@ std::string unit_of(std::string_view volume)
 	return fmt::format("snapmgr-monitor@{}.service", instance);
 }
 
-// Runs systemctl ARGS, its output going where ours goes; its exit status,
-// or -1 when it could not be run or died by a signal.
 int systemctl(const std::vector<std::string> &args)
 {
-	std::vector<char *> argv{const_cast<char *>("systemctl")};
-	for (const auto &a : args)
-		argv.push_back(const_cast<char *>(a.c_str()));
-	argv.push_back(nullptr);
-	pid_t pid;
-	if (posix_spawnp(&pid, "systemctl", nullptr, nullptr, argv.data(), environ) != 0)
-		return -1;
-	int status;
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -1;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	std::vector<std::string> argv{"systemctl"};
+	argv.insert(argv.end(), args.begin(), args.end());
+	return run_program(argv);
 }
 
 } // namespace

@@ -1,0 +1,319 @@
+// snapmgr doctor: what the next boot needs, checked before the reboot. A
+// volume the next boot cannot attach is given back untracked and its next
+// backup is full; the checks here find each cause of that which can be seen
+// beforehand: no module for a kernel the machine may boot, an initramfs
+// without snapmgr or with an old configuration of a volume it attaches,
+// udev rules missing, a volume that boot already had to give back.
+#include "command.hpp"
+
+#include <sys/utsname.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "process.hpp"
+#include "snapmgr/config.hpp"
+
+namespace snapmgr::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+enum class Verdict { ok, warning, problem };
+
+std::string_view to_string(Verdict v)
+{
+	switch (v) {
+	case Verdict::ok:
+		return "ok";
+	case Verdict::warning:
+		return "warning";
+	case Verdict::problem:
+		return "problem";
+	}
+	return "?";
+}
+
+struct Check {
+	std::string subject;
+	Verdict verdict;
+	std::string detail;
+};
+
+std::string read_line(const fs::path &path)
+{
+	std::ifstream in(path);
+	std::string line;
+	std::getline(in, line);
+	return line;
+}
+
+std::string read_file(const fs::path &path)
+{
+	std::ifstream in(path);
+	std::ostringstream text;
+	text << in.rdbuf();
+	return text.str();
+}
+
+std::string running_release()
+{
+	struct utsname u {};
+	::uname(&u);
+	return u.release;
+}
+
+// Kernels the machine can boot: a /boot/vmlinuz-R with /lib/modules/R. The
+// newest first: it is the one a Debian boot loader starts by default.
+std::vector<std::string> installed_kernels()
+{
+	std::vector<std::string> kernels;
+	std::error_code ec;
+	for (const auto &entry : fs::directory_iterator("/boot", ec)) {
+		std::string name = entry.path().filename();
+		if (name.rfind("vmlinuz-", 0) != 0)
+			continue;
+		std::string release = name.substr(std::strlen("vmlinuz-"));
+		if (fs::is_directory("/lib/modules/" + release))
+			kernels.push_back(release);
+	}
+	std::sort(kernels.begin(), kernels.end(), [](const std::string &a, const std::string &b) {
+		return ::strverscmp(a.c_str(), b.c_str()) > 0;
+	});
+	return kernels;
+}
+
+// The module file for a kernel, as modprobe finds it; empty when none.
+std::string module_file(const std::string &release)
+{
+	std::string path;
+	if (run_program({"modinfo", "-k", release, "-F", "filename", "dm-cowfile"}, &path) != 0)
+		return {};
+	return path.substr(0, path.find('\n'));
+}
+
+std::string module_srcversion(const std::string &release)
+{
+	std::string v;
+	if (run_program({"modinfo", "-k", release, "-F", "srcversion", "dm-cowfile"}, &v) != 0)
+		return {};
+	return v.substr(0, v.find('\n'));
+}
+
+// The volume the root filesystem is on, if any: mounted from its wrapper,
+// or (tracked from the next boot) from its device. The initramfs must
+// attach it.
+std::string root_volume(const std::vector<VolumeStatus> &volumes)
+{
+	std::ifstream mounts("/proc/self/mounts");
+	std::string source, target, rest;
+	while (mounts >> source >> target && std::getline(mounts, rest)) {
+		if (target != "/")
+			continue;
+		std::error_code ec;
+		const fs::path dev = fs::canonical(source, ec);
+		if (ec)
+			continue;
+		for (const auto &v : volumes)
+			for (const std::string &path : {v.device, v.origin, v.config.device})
+				if (!path.empty() && fs::canonical(path, ec) == dev)
+					return v.name;
+	}
+	return {};
+}
+
+void check_module(std::vector<Check> &checks, bool volumes_configured)
+{
+	const std::string running = running_release();
+	const std::string file = module_file(running);
+	const bool loaded = fs::exists("/sys/module/dm_cowfile");
+	if (file.empty()) {
+		checks.push_back({"module", volumes_configured ? Verdict::problem : Verdict::warning,
+				  fmt::format("no dm-cowfile module for the running kernel {}{}", running,
+					      loaded ? " (one is loaded: its file was removed)" : "")});
+		return;
+	}
+	if (!loaded) {
+		checks.push_back({"module", Verdict::ok,
+				  fmt::format("{} for the running kernel {}, not loaded (no volume attached)",
+					      file, running)});
+		return;
+	}
+	const std::string loaded_version = read_line("/sys/module/dm_cowfile/srcversion");
+	if (loaded_version != module_srcversion(running)) {
+		checks.push_back({"module", Verdict::warning,
+				  fmt::format("the loaded dm-cowfile is not {} (an older build, srcversion {}): "
+					      "the installed one is used from the next boot",
+					      file, loaded_version)});
+		return;
+	}
+	checks.push_back({"module", Verdict::ok,
+			  fmt::format("{} loaded, for the running kernel {}", file, running)});
+}
+
+// Each kernel the machine can boot has the module; the one a boot starts by
+// default (the newest) above all.
+void check_kernels(std::vector<Check> &checks, const std::vector<std::string> &kernels,
+		   bool volumes_configured)
+{
+	for (const auto &release : kernels) {
+		const bool next = &release == &kernels.front();
+		std::string subject = fmt::format("kernel {}{}", release, next ? " (default boot)" : "");
+		std::string file = module_file(release);
+		if (!file.empty()) {
+			checks.push_back({subject, Verdict::ok, file});
+			continue;
+		}
+		checks.push_back(
+			{subject, volumes_configured ? Verdict::problem : Verdict::warning,
+			 fmt::format("no dm-cowfile module: a boot of this kernel gives back every volume "
+				     "and the next backups are full; install linux-headers-{} so that DKMS "
+				     "builds it (or `dkms autoinstall -k {}`), then rebuild its initramfs",
+				     release, release)});
+	}
+}
+
+// Each kernel's initramfs carries snapmgr, the module and the same
+// configuration as /etc/snapmgr for every volume it holds; the root's
+// volume must be among them.
+void check_initramfs(std::vector<Check> &checks, const std::vector<std::string> &kernels,
+		     const std::vector<VolumeConfig> &configs, const std::string &root_name)
+{
+	for (const auto &release : kernels) {
+		const fs::path image = "/boot/initrd.img-" + release;
+		const std::string subject = "initramfs " + image.string();
+		if (!fs::exists(image)) {
+			checks.push_back({subject, root_name.empty() ? Verdict::warning : Verdict::problem,
+					  "missing"});
+			continue;
+		}
+		std::string listing;
+		if (run_program({"lsinitrd", image}, &listing) != 0) {
+			checks.push_back({subject, Verdict::warning,
+					  "cannot list it (lsinitrd failed): not checked"});
+			continue;
+		}
+		auto holds = [&listing](std::string_view path) {
+			return listing.find(std::string(path)) != std::string::npos;
+		};
+		std::vector<std::string> wrong;
+		if (!holds(SNAPMGR_BINARY_IN_INITRD))
+			wrong.push_back("no snapmgr (rebuild it with dracut, whose module snapmgr installs)");
+		if (!holds("dm-cowfile.ko"))
+			wrong.push_back("no dm-cowfile module");
+		for (const auto &config : configs) {
+			const std::string conf = fmt::format("etc/snapmgr/volumes/{}.conf", config.name);
+			if (!holds(conf)) {
+				if (config.name == root_name)
+					wrong.push_back(fmt::format("no configuration of {}, the root's volume",
+								    config.name));
+				continue;
+			}
+			std::string text;
+			if (run_program({"lsinitrd", "-f", conf, image}, &text) != 0 ||
+			    text != read_file(config_dir() / "volumes" / (config.name + ".conf")))
+				wrong.push_back(fmt::format("an old configuration of {}", config.name));
+		}
+		if (wrong.empty()) {
+			checks.push_back({subject, Verdict::ok, "holds snapmgr, the module and the configuration"});
+			continue;
+		}
+		// Without snapmgr at all, only the root's volume depends on it: the
+		// others are attached by udev once root is mounted.
+		const bool matters = !root_name.empty() || holds(SNAPMGR_BINARY_IN_INITRD);
+		std::string detail;
+		for (const auto &w : wrong)
+			detail += (detail.empty() ? "" : "; ") + w;
+		checks.push_back({subject, matters ? Verdict::problem : Verdict::warning,
+				  fmt::format("{}: run `dracut -f --kver {}`", detail, release)});
+	}
+}
+
+void check_udev(std::vector<Check> &checks)
+{
+	for (std::string_view rules : {SNAPMGR_UDEV_CLAIM_RULES_NAME, "69-snapmgr-attach.rules"}) {
+		const fs::path installed = fs::path(SNAPMGR_UDEV_RULES_DIR) / rules;
+		const fs::path local = fs::path("/etc/udev/rules.d") / rules;
+		std::error_code ec;
+		if (fs::exists(local) && fs::canonical(local, ec) == "/dev/null")
+			checks.push_back({std::string(rules), Verdict::problem, local.string() + " masks it"});
+		else if (!fs::exists(installed) && !fs::exists(local))
+			checks.push_back({std::string(rules), Verdict::problem, installed.string() + " is missing"});
+		else
+			checks.push_back({std::string(rules), Verdict::ok,
+					  fs::exists(local) ? local.string() : installed.string()});
+	}
+}
+
+void check_volumes(std::vector<Check> &checks, const std::vector<VolumeStatus> &volumes)
+{
+	for (const auto &v : volumes) {
+		Verdict verdict = Verdict::ok;
+		std::string detail{snapmgr::to_string(v.state)};
+		switch (v.state) {
+		case VolumeState::tracking:
+		case VolumeState::next_boot:
+			break;
+		case VolumeState::lost:
+			verdict = Verdict::warning;
+			detail += ": the next backup is full";
+			break;
+		case VolumeState::detached:
+			verdict = Verdict::warning;
+			detail += ": not tracked until `snapmgr reattach` or the next boot";
+			break;
+		case VolumeState::given_back:
+			verdict = Verdict::problem;
+			detail += fmt::format(": this boot could not attach it ({})", v.attach_error);
+			break;
+		}
+		checks.push_back({"volume " + v.name, verdict, detail});
+	}
+}
+
+} // namespace
+
+void add_doctor(CLI::App &app, Context &ctx)
+{
+	auto cmd = app.add_subcommand(
+		"doctor", "Check what the next boot needs: modules, initramfs, udev rules, volumes");
+	cmd->callback([&ctx] {
+		ctx.run = [&ctx] {
+			const std::vector<VolumeConfig> configs = load_all_configs();
+			const std::vector<VolumeStatus> volumes = list();
+			const std::vector<std::string> kernels = installed_kernels();
+			std::vector<Check> checks;
+			check_module(checks, !configs.empty());
+			check_kernels(checks, kernels, !configs.empty());
+			if (!configs.empty())
+				check_initramfs(checks, kernels, configs, root_volume(volumes));
+			check_udev(checks);
+			check_volumes(checks, volumes);
+
+			const bool fine = std::none_of(checks.begin(), checks.end(), [](const Check &c) {
+				return c.verdict == Verdict::problem;
+			});
+			if (ctx.as_json) {
+				json out = {{"ok", fine}, {"checks", json::array()}};
+				for (const auto &c : checks)
+					out["checks"].push_back({{"subject", c.subject},
+								 {"verdict", to_string(c.verdict)},
+								 {"detail", c.detail}});
+				ctx.print_json(out);
+			} else {
+				for (const auto &c : checks)
+					fmt::print("{:<8} {}: {}\n", to_string(c.verdict), c.subject, c.detail);
+				if (!fine)
+					fmt::print(stderr, "snapmgr: a reboot now would give a volume back (see "
+							   "\"problem\" above)\n");
+			}
+			return fine ? exit_ok : exit_failed;
+		};
+	});
+}
+
+} // namespace snapmgr::cli

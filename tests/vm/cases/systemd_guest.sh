@@ -1,0 +1,234 @@
+# Guest side of multiboot/packages_install_boot_and_upgrade_under_systemd:
+# a real Debian 12 system (scripts/make-system-image.sh) booted with
+# systemd as PID 1, its root on vda1, an LVM disk on vdb. Each phase is
+# one boot, run by vm-job.service once the system is up; nothing here
+# comes from the host but this script, lib.sh and the packages.
+#   install   (the image's own generic initramfs, no snapmgr) dpkg -i both
+#             packages: DKMS builds the module; an LV in fstab tracked by
+#             live insertion; `snapmgr track /`; doctor refuses the reboot
+#             until `dracut -f`; the new initramfs goes to the host
+#   tracked   (that initramfs) root mounts through the wrapper, the LV
+#             is mounted only once its wrapper is in, no unit failed, the
+#             attach unit and snapmgr-monitor@ ran; snapshot and backup;
+#             doctor and dracut refuse a kernel without the module; the
+#             6.12 kernel is installed with dpkg (DKMS builds for it, its
+#             initramfs holds the module); `systemctl reboot`
+#   upgraded  (6.12 and its initramfs, after the clean reboot) tracking
+#             continues in the same generation, changes since before the
+#             upgrade are incremental and cover what was written
+. "$(dirname "$0")/../lib.sh"
+# udev runs here: libdevmapper waits for it, as on any system.
+unset DM_DISABLE_UDEV
+phase=$1
+ROOT=vda1
+LV=vg0-data
+STATE=/var/lib/systemd-test
+json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d'"$1"')'; }
+status_of() { snapmgr --json status "$1" | json_get "[\"$2\"]"; }
+
+# The boot itself: systemd is PID 1, the boot finished with no unit
+# failed; how long it took goes to the host.
+expect_clean_systemd_boot() {
+	expect_eq "$(cat /proc/1/comm)" systemd "PID 1"
+	local state
+	state=$(systemctl is-system-running --wait || true)
+	if [ "$state" != running ]; then
+		systemctl --failed --no-pager || true
+		fail "system state '$state', expected running"
+	fi
+	expect_eq "$(systemctl --failed --no-legend --plain | wc -l)" 0 "systemctl --failed lists nothing"
+	systemd-analyze time | tee "$VM_RESULTS/boot-time"
+}
+
+expect_root_on_wrapper() {
+	local src
+	src=$(findmnt -n -o SOURCE /)
+	expect_eq "$(dmsetup info -c --noheadings -o name "$src" 2>/dev/null)" $ROOT "root is mounted from the wrapper"
+	expect_eq "$(dmsetup table $ROOT | awk '{print $3}')" cowfile "the root wrapper's target"
+	expect_eq "$(readlink -f "/dev/disk/by-uuid/$(findmnt -n -o UUID /)")" "$(readlink -f "$src")" \
+		"by-uuid names the wrapper, not the raw partition"
+	expect_eq "$(status_of $ROOT state)" tracking "snapmgr status $ROOT"
+}
+
+# The LV in fstab is mounted from its wrapper, and only after the wrapper
+# was in: the udev rules kept it from systemd (SYSTEMD_READY=0) until the
+# attach unit they started (69-snapmgr-attach.rules) slid it under.
+expect_lv_attached_before_its_mount() {
+	expect_eq "$(dmsetup table $LV | awk '{print $3}')" cowfile "$LV's table is the wrapper"
+	dmsetup info $LV-real > /dev/null || fail "no $LV-real under the wrapper"
+	expect_eq "$(findmnt -n -o SOURCE /data)" /dev/mapper/$LV "/data is mounted from $LV"
+	expect_eq "$(status_of $LV state)" tracking "snapmgr status $LV"
+	local attached mounted
+	attached=$(journalctl -b -o json --no-pager UNIT=snapmgr-attach-$LV.service |
+		python3 -c '
+import json, sys
+t = [int(json.loads(l)["__MONOTONIC_TIMESTAMP"]) for l in sys.stdin
+     if "Deactivated successfully" in json.loads(l).get("MESSAGE", "")]
+print(t[-1] if t else "")')
+	[ -n "$attached" ] || { journalctl -b --no-pager | grep -i snapmgr || true; fail "no snapmgr-attach-$LV.service ran this boot"; }
+	mounted=$(systemctl show -P ActiveEnterTimestampMonotonic data.mount)
+	[ "$mounted" -gt 0 ] || fail "data.mount never became active"
+	[ "$mounted" -gt "$attached" ] ||
+		fail "/data was mounted at ${mounted}us, before its wrapper was in (attach unit done at ${attached}us)"
+	echo "ok: snapmgr-attach-$LV.service finished at ${attached}us, /data mounted at ${mounted}us"
+}
+
+expect_monitors_active() {
+	local v
+	for v in $ROOT $LV; do
+		expect_eq "$(systemctl is-active snapmgr-monitor@$v.service)" active "snapmgr-monitor@$v runs"
+	done
+}
+
+expect_doctor_ok() {
+	snapmgr doctor | tee /tmp/doctor || { echo "doctor:"; cat /tmp/doctor; fail "snapmgr doctor found a problem: $1"; }
+	echo "ok: snapmgr doctor: $1"
+}
+# expect_doctor_problem WHAT PATTERN: exit 1, PATTERN in a "problem" line.
+expect_doctor_problem() {
+	local rc=0
+	snapmgr doctor > /tmp/doctor 2>&1 || rc=$?
+	cat /tmp/doctor
+	expect_eq $rc 1 "snapmgr doctor exits 1: $1"
+	grep -q "^problem .*$2" /tmp/doctor || fail "doctor does not say '$2'"
+}
+
+mkdir -p $STATE
+case $phase in
+install)
+	log "the system as installed, without snapmgr"
+	expect_clean_systemd_boot
+	log "dpkg -i the packages (no network: dependencies from the system)"
+	dpkg -i "$SNAPMGR_DEBS"/snapmgr-dkms_*.deb "$SNAPMGR_DEBS"/snapmgr_*.deb > /tmp/dpkg.log 2>&1 ||
+		{ cat /tmp/dpkg.log; fail "dpkg -i"; }
+	dkms status | tee /tmp/dkms
+	grep -q "dm-cowfile/.*, $(uname -r), .*installed" /tmp/dkms || fail "DKMS did not install the module for $(uname -r)"
+	modinfo -F filename dm-cowfile | grep -q "^/lib/modules/$(uname -r)/updates/dkms/" ||
+		fail "modprobe finds $(modinfo -F filename dm-cowfile), not DKMS's module"
+	expect_doctor_ok "no volume yet"
+
+	log "an LV in fstab, tracked by live insertion"
+	pvcreate -q /dev/vdb
+	vgcreate -q vg0 /dev/vdb
+	lvcreate -q -y -L 96M -n data vg0
+	mkfs.ext4 -q -b 4096 /dev/vg0/data # small filesystems get 1 KiB blocks, which stores refuse
+	echo "/dev/vg0/data /data ext4 defaults 0 2" >> /etc/fstab
+	mkdir /data
+	systemctl daemon-reload
+	mount /data
+	dd if=/dev/urandom of=/data/before bs=1M count=8 conv=fsync status=none
+	snapmgr track /dev/vg0/data
+	expect_eq "$(status_of $LV state)" tracking "$LV tracked live"
+	expect_eq "$(systemctl is-active snapmgr-monitor@$LV.service)" active "track started snapmgr-monitor@$LV"
+
+	log "track /: the mounted root is attached from the next boot"
+	snapmgr track /
+	expect_eq "$(status_of $ROOT state)" next_boot "snapmgr status $ROOT"
+	expect_doctor_problem "the initramfs cannot attach root yet" \
+		"initramfs /boot/initrd.img-$(uname -r): no snapmgr"
+	log "dracut -f"
+	dracut -f > /tmp/dracut.log 2>&1 || { cat /tmp/dracut.log; fail "dracut -f"; }
+	lsinitrd > /tmp/lsinitrd
+	for f in usr/sbin/snapmgr etc/snapmgr/volumes/$ROOT.conf etc/snapmgr/volumes/$LV.conf dm-cowfile.ko \
+		"[0-9][0-9]-snapmgr.rules" 69-snapmgr-initqueue.rules; do
+		grep -q "$f" /tmp/lsinitrd || fail "the initramfs lacks $f"
+	done
+	echo "ok: the initramfs holds snapmgr, the module, the rules and both configurations"
+	expect_doctor_ok "ready to reboot"
+	cp "/boot/initrd.img-$(uname -r)" "$VM_RESULTS/initrd.img"
+	;;
+
+tracked)
+	log "the first boot with snapmgr"
+	expect_clean_systemd_boot
+	expect_root_on_wrapper
+	expect_lv_attached_before_its_mount
+	expect_monitors_active
+	expect_doctor_ok "tracking"
+
+	log "a snapshot of both and a backup of the LV"
+	dd if=/dev/urandom of=/data/after-track bs=1M count=4 conv=fsync status=none
+	snapmgr --json snapshot $ROOT $LV > /tmp/snap.json
+	json_get '[0]["position"]' < /tmp/snap.json > $STATE/root-position
+	snapmgr --json backup $LV /var/tmp/data.img > /tmp/backup.json
+	expect_eq "$(json_get '["backup_type"]' < /tmp/backup.json)" full "the first backup of $LV"
+	expect_eq "$(sha256sum < /var/tmp/data.img)" "$(sha256sum < /dev/mapper/$LV-snap)" \
+		"the backup of $LV equals its snapshot image"
+	snapmgr release $ROOT
+	snapmgr release $LV
+	# What the upgrade boot must find among the changes since the snapshot.
+	dd if=/dev/urandom of=$STATE/written-after-snapshot bs=1M count=2 conv=fsync status=none
+	filefrag -e $STATE/written-after-snapshot > $STATE/extents
+
+	log "a kernel without the module: doctor says so, dracut refuses its initramfs"
+	next=$(ls /root/kernel-upgrade | sed -n 's/^linux-image-\(.*\)_.*_amd64\.deb$/\1/p')
+	[ -n "$next" ] || fail "no kernel package in /root/kernel-upgrade"
+	dpkg -i /root/kernel-upgrade/*.deb > /tmp/dpkg-kernel.log 2>&1 ||
+		{ cat /tmp/dpkg-kernel.log; fail "dpkg -i the $next kernel"; }
+	grep -E 'dkms|dracut' /tmp/dpkg-kernel.log | head -n 20
+	dkms status | tee /tmp/dkms
+	grep -q "dm-cowfile/.*, $next, .*installed" /tmp/dkms || fail "DKMS did not build the module for $next"
+	lsinitrd "/boot/initrd.img-$next" > /tmp/lsinitrd-next
+	for f in dm-cowfile.ko etc/snapmgr/volumes/$ROOT.conf usr/sbin/snapmgr; do
+		grep -q "$f" /tmp/lsinitrd-next || fail "the $next initramfs lacks $f"
+	done
+	echo "ok: DKMS built the module for $next, its initramfs holds it"
+	expect_doctor_ok "both kernels have the module"
+
+	ko=$(modinfo -k "$next" -F filename dm-cowfile)
+	mv "$ko" /root/dm-cowfile.ko.away
+	depmod "$next"
+	expect_doctor_problem "the next kernel lacks the module" "kernel $next (default boot): no dm-cowfile module"
+	# Only the snapmgr module and what it needs (dm, rootfs-block): the
+	# refusal is its installkernel's, and a whole hostonly run takes two
+	# minutes under emulation.
+	rc=0
+	dracut -f --kver "$next" -m snapmgr > /tmp/dracut-refused.log 2>&1 || rc=$?
+	cat /tmp/dracut-refused.log | tail -n 3
+	[ $rc -ne 0 ] || fail "dracut built an initramfs for $next without dm-cowfile"
+	grep -q "no dm-cowfile module for kernel $next" /tmp/dracut-refused.log || fail "dracut's refusal does not say why"
+	lsinitrd "/boot/initrd.img-$next" | grep -q dm-cowfile.ko || fail "the refused run replaced the initramfs"
+	echo "ok: dracut refused an initramfs without the module, the previous one is kept"
+	mv /root/dm-cowfile.ko.away "$ko"
+	depmod "$next"
+	expect_doctor_ok "the module is back"
+
+	cp "/boot/vmlinuz-$next" "/boot/initrd.img-$next" "$VM_RESULTS/"
+	echo "$next" > $STATE/next-kernel
+	snapmgr --json status $ROOT | json_get '["generation"]' > $STATE/generation
+	cp /etc/snapmgr/volumes/$ROOT.conf "$VM_RESULTS/root.conf"
+	log "systemctl reboot"
+	touch "$VM_RESULTS/reboot"
+	;;
+
+upgraded)
+	log "the upgraded kernel, after a clean reboot"
+	expect_eq "$(uname -r)" "$(cat $STATE/next-kernel)" "the running kernel"
+	expect_clean_systemd_boot
+	expect_root_on_wrapper
+	expect_lv_attached_before_its_mount
+	expect_monitors_active
+	expect_eq "$(status_of $ROOT generation)" "$(cat $STATE/generation)" "the generation across reboot and upgrade"
+	if dmesg | grep -E 'cowfile.*(new generation|not durable at the crash|lost tracking)'; then
+		fail "the kernel log shows a crash path or a lost generation"
+	fi
+	snapmgr --json changes $ROOT --since "$(cat $STATE/root-position)" > /tmp/changes.json
+	expect_eq "$(json_get '["backup_type"]' < /tmp/changes.json)" incremental "changes since before the upgrade"
+	python3 - /tmp/changes.json $STATE/extents <<'EOF' || fail "a block written after the snapshot is not among the changes"
+import json, re, sys
+ranges = [(r["start"], r["start"] + r["length"]) for r in json.load(open(sys.argv[1]))["ranges"]]
+blocks = 0
+for line in open(sys.argv[2]):
+    m = re.match(r"\s*\d+:\s*\d+\.\.\s*\d+:\s*(\d+)\.\.\s*(\d+):", line)
+    if not m:
+        continue
+    for b in range(int(m.group(1)), int(m.group(2)) + 1):
+        blocks += 1
+        if not any(s <= b * 4096 < e for s, e in ranges):
+            sys.exit(f"block {b} not covered")
+print(f"ok: the {blocks} blocks written after the snapshot are among the changes")
+EOF
+	expect_doctor_ok "after the upgrade"
+	;;
+esac
+echo "ok: phase $phase"
