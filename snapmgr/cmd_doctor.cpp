@@ -87,13 +87,15 @@ std::vector<std::string> installed_kernels()
 	return kernels;
 }
 
-// The module file for a kernel, as modprobe finds it; empty when none.
+// The module file for a kernel, as modprobe finds it; empty when none (or
+// when the index still names a file that is gone).
 std::string module_file(const std::string &release)
 {
 	std::string path;
 	if (run_program({"modinfo", "-k", release, "-F", "filename", "dm-cowfile"}, &path) != 0)
 		return {};
-	return path.substr(0, path.find('\n'));
+	path = path.substr(0, path.find('\n'));
+	return fs::exists(path) ? path : std::string();
 }
 
 std::string module_srcversion(const std::string &release)

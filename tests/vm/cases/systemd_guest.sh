@@ -182,10 +182,12 @@ tracked)
 	echo "ok: DKMS built the module for $next, its initramfs holds it"
 	expect_doctor_ok "both kernels have the module"
 
-	log "the $next module moved away"
+	# Its file removed, as a failed DKMS build leaves it (depmod's index
+	# still names it: modprobe, modinfo and dracut find no file either way,
+	# and depmod of 6.12 takes a minute under emulation).
+	log "the $next module removed"
 	ko=$(modinfo -k "$next" -F filename dm-cowfile)
 	mv "$ko" /root/dm-cowfile.ko.away
-	depmod "$next"
 	expect_doctor_problem "the next kernel lacks the module" "kernel $next (default boot): no dm-cowfile module"
 	# Only the snapmgr module and what it needs (dm, rootfs-block): the
 	# refusal is its installkernel's, and a whole hostonly run takes two
@@ -199,7 +201,6 @@ tracked)
 	lsinitrd "/boot/initrd.img-$next" | grep -q dm-cowfile.ko || fail "the refused run replaced the initramfs"
 	echo "ok: dracut refused an initramfs without the module, the previous one is kept"
 	mv /root/dm-cowfile.ko.away "$ko"
-	depmod "$next"
 
 	cp "/boot/vmlinuz-$next" "/boot/initrd.img-$next" "$VM_RESULTS/"
 	echo "$next" > $STATE/next-kernel
