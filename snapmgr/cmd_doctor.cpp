@@ -172,9 +172,10 @@ void check_kernels(std::vector<Check> &checks, const std::vector<std::string> &k
 		}
 		checks.push_back(
 			{subject, volumes_configured ? Verdict::problem : Verdict::warning,
-			 fmt::format("no dm-cowfile module: a boot of this kernel gives back every volume "
-				     "and the next backups are full; install linux-headers-{} so that DKMS "
-				     "builds it (or `dkms autoinstall -k {}`), then rebuild its initramfs",
+			 fmt::format("no dm-cowfile module: a boot of this kernel gives back {} and the next "
+				     "backups are full; install linux-headers-{} so that DKMS builds it (or "
+				     "`dkms autoinstall -k {}`), then rebuild its initramfs",
+				     volumes_configured ? "every volume" : "any volume tracked by then",
 				     release, release)});
 	}
 }
@@ -235,16 +236,17 @@ void check_initramfs(std::vector<Check> &checks, const std::vector<std::string> 
 	}
 }
 
-void check_udev(std::vector<Check> &checks)
+void check_udev(std::vector<Check> &checks, bool volumes_configured)
 {
+	const Verdict missing = volumes_configured ? Verdict::problem : Verdict::warning;
 	for (std::string_view rules : {SNAPMGR_UDEV_CLAIM_RULES_NAME, "69-snapmgr-attach.rules"}) {
 		const fs::path installed = fs::path(SNAPMGR_UDEV_RULES_DIR) / rules;
 		const fs::path local = fs::path("/etc/udev/rules.d") / rules;
 		std::error_code ec;
 		if (fs::exists(local) && fs::canonical(local, ec) == "/dev/null")
-			checks.push_back({std::string(rules), Verdict::problem, local.string() + " masks it"});
+			checks.push_back({std::string(rules), missing, local.string() + " masks it"});
 		else if (!fs::exists(installed) && !fs::exists(local))
-			checks.push_back({std::string(rules), Verdict::problem, installed.string() + " is missing"});
+			checks.push_back({std::string(rules), missing, installed.string() + " is missing"});
 		else
 			checks.push_back({std::string(rules), Verdict::ok,
 					  fs::exists(local) ? local.string() : installed.string()});
@@ -286,14 +288,21 @@ void add_doctor(CLI::App &app, Context &ctx)
 	cmd->callback([&ctx] {
 		ctx.run = [&ctx] {
 			const std::vector<VolumeConfig> configs = load_all_configs();
-			const std::vector<VolumeStatus> volumes = list();
 			const std::vector<std::string> kernels = installed_kernels();
 			std::vector<Check> checks;
+			// Without device-mapper the volumes cannot be read; the
+			// files the next boot needs can still be checked.
+			std::vector<VolumeStatus> volumes;
+			try {
+				volumes = list();
+			} catch (const std::exception &e) {
+				checks.push_back({"volumes", Verdict::problem, e.what()});
+			}
 			check_module(checks, !configs.empty());
 			check_kernels(checks, kernels, !configs.empty());
 			if (!configs.empty())
 				check_initramfs(checks, kernels, configs, root_volume(volumes));
-			check_udev(checks);
+			check_udev(checks, !configs.empty());
 			check_volumes(checks, volumes);
 
 			const bool fine = std::none_of(checks.begin(), checks.end(), [](const Check &c) {

@@ -1,0 +1,33 @@
+#!/bin/bash
+# doctor_without_module.sh SNAPMGR: snapmgr doctor on this host, where no
+# kernel has dm-cowfile (the module is never installed here). With nothing
+# configured a kernel without it is a warning (exit 0); once a volume is
+# configured it is a problem naming the kernel (exit 1). doctor's real
+# checks run in vm.packages_install_boot_and_upgrade_under_systemd.
+set -u
+snapmgr=$1
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+export SNAPMGR_CONFIG_DIR=$dir SNAPMGR_RUN_DIR=$dir/run
+kernel=""
+for k in $(ls /boot | sed -n 's/^vmlinuz-//p'); do
+	[ -d "/lib/modules/$k" ] && ! modinfo -k "$k" dm-cowfile > /dev/null 2>&1 && { kernel=$k; break; }
+done
+[ -n "$kernel" ] || { echo "FAIL: no kernel under /boot without dm-cowfile: nothing to check"; exit 1; }
+
+out=$("$snapmgr" doctor 2>&1)
+rc=$?
+[ $rc = 0 ] || { echo "FAIL: nothing configured: exit $rc: $out"; exit 1; }
+grep -q "^warning  kernel $kernel.*no dm-cowfile module" <<< "$out" ||
+	{ echo "FAIL: nothing configured: no warning for $kernel: $out"; exit 1; }
+echo "ok: nothing configured: exit 0, a warning for $kernel"
+
+mkdir -p "$dir/volumes"
+printf 'name = vdz\ndevice = /dev/vdz\nmode = wrap\nstore = /s\nstore_device = /dev/vdy\nstore_sb_sector = 0\nstore_uuid = 00000000-0000-0000-0000-000000000001\n' \
+	> "$dir/volumes/vdz.conf"
+out=$("$snapmgr" doctor 2>&1)
+rc=$?
+[ $rc = 1 ] || { echo "FAIL: a volume configured: exit $rc: $out"; exit 1; }
+grep -q "^problem  kernel $kernel.*no dm-cowfile module" <<< "$out" ||
+	{ echo "FAIL: a volume configured: no problem for $kernel: $out"; exit 1; }
+echo "ok: a volume configured: exit 1, a problem for $kernel"
