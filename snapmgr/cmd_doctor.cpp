@@ -44,14 +44,6 @@ struct Check {
 	std::string detail;
 };
 
-std::string read_line(const fs::path &path)
-{
-	std::ifstream in(path);
-	std::string line;
-	std::getline(in, line);
-	return line;
-}
-
 std::string read_file(const fs::path &path)
 {
 	std::ifstream in(path);
@@ -145,7 +137,8 @@ void check_module(std::vector<Check> &checks, bool volumes_configured)
 					      file, running)});
 		return;
 	}
-	const std::string loaded_version = read_line("/sys/module/dm_cowfile/srcversion");
+	std::string loaded_version = read_file("/sys/module/dm_cowfile/srcversion");
+	loaded_version = loaded_version.substr(0, loaded_version.find('\n'));
 	if (loaded_version != module_srcversion(running)) {
 		checks.push_back({"module", Verdict::warning,
 				  fmt::format("the loaded dm-cowfile is not {} (an older build, srcversion {}): "

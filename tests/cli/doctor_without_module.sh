@@ -15,19 +15,19 @@ for k in $(ls /boot | sed -n 's/^vmlinuz-//p'); do
 done
 [ -n "$kernel" ] || { echo "FAIL: no kernel under /boot without dm-cowfile: nothing to check"; exit 1; }
 
-out=$("$snapmgr" doctor 2>&1)
-rc=$?
-[ $rc = 0 ] || { echo "FAIL: nothing configured: exit $rc: $out"; exit 1; }
-grep -q "^warning  kernel $kernel.*no dm-cowfile module" <<< "$out" ||
-	{ echo "FAIL: nothing configured: no warning for $kernel: $out"; exit 1; }
-echo "ok: nothing configured: exit 0, a warning for $kernel"
+# expect_doctor WHEN RC VERDICT: doctor exits RC and gives kernel a VERDICT line.
+expect_doctor() {
+	local out rc
+	out=$("$snapmgr" doctor 2>&1)
+	rc=$?
+	[ $rc = "$2" ] || { echo "FAIL: $1: exit $rc: $out"; exit 1; }
+	grep -q "^$3  kernel $kernel.*no dm-cowfile module" <<< "$out" ||
+		{ echo "FAIL: $1: no $3 for $kernel: $out"; exit 1; }
+	echo "ok: $1: exit $2, a $3 for $kernel"
+}
 
+expect_doctor "nothing configured" 0 warning
 mkdir -p "$dir/volumes"
 printf 'name = vdz\ndevice = /dev/vdz\nmode = wrap\nstore = /s\nstore_device = /dev/vdy\nstore_sb_sector = 0\nstore_uuid = 00000000-0000-0000-0000-000000000001\n' \
 	> "$dir/volumes/vdz.conf"
-out=$("$snapmgr" doctor 2>&1)
-rc=$?
-[ $rc = 1 ] || { echo "FAIL: a volume configured: exit $rc: $out"; exit 1; }
-grep -q "^problem  kernel $kernel.*no dm-cowfile module" <<< "$out" ||
-	{ echo "FAIL: a volume configured: no problem for $kernel: $out"; exit 1; }
-echo "ok: a volume configured: exit 1, a problem for $kernel"
+expect_doctor "a volume configured" 1 problem
