@@ -141,7 +141,7 @@ void check_module(std::vector<Check> &checks, bool volumes_configured)
 	loaded_version = loaded_version.substr(0, loaded_version.find('\n'));
 	if (loaded_version != module_srcversion(running)) {
 		checks.push_back({"module", Verdict::warning,
-				  fmt::format("the loaded dm-cowfile is not {} (an older build, srcversion {}): "
+				  fmt::format("the loaded dm-cowfile is not {} (another build, srcversion {}): "
 					      "the installed one is used from the next boot",
 					      file, loaded_version)});
 		return;
