@@ -4,7 +4,8 @@
 # A real Debian 12 system for the systemd VM tests (tests/vm/systemd/):
 # debootstrap of bookworm with systemd as init, udev, dracut, lvm2, DKMS and
 # the compiler it needs, kernel KERNEL_RELEASE (the one the project is
-# built for) with its headers, and what the snapmgr package depends on; in
+# built for) with its headers, what the snapmgr package depends on, and
+# python3-requests for the Coriolis client (tests/vm/coriolis_client.py); in
 # /root/kernel-upgrade the packages of bookworm-backports' kernel (6.12) and
 # its headers, for the kernel-upgrade test, which has no network. The guest
 # runs the job vm-run gives it from vm-job.service (tests/vm/systemd/vm-job).
@@ -64,7 +65,7 @@ add_drivers+=" virtio_blk virtio_pci ext4 "
 EOF
 
 packages="linux-image-$release linux-headers-$release dkms dracut lvm2 dmsetup kmod
-	e2fsprogs fdisk procps python3 zstd libcpp-httplib0.11 libfmt9 libssl3 libdevmapper1.02.1 libblkid1"
+	e2fsprogs fdisk procps python3 python3-requests zstd libcpp-httplib0.11 libfmt9 libssl3 libdevmapper1.02.1 libblkid1"
 # shellcheck disable=SC2016
 unshare -m --propagation private bash -euo pipefail -c '
 	root=$1 cache=$2

@@ -1,6 +1,7 @@
 # Guest side of multiboot/packages_install_boot_and_upgrade_under_systemd:
 # a real Debian 12 system (scripts/make-system-image.sh) booted with
-# systemd as PID 1, its root on vda1, an LVM disk on vdb. Each phase is
+# systemd as PID 1, its root on vda1, an LVM disk on vdb, vdc for the
+# agent to back up and vdd for its stores. Each phase is
 # one boot, run by vm-job.service once the system is up; nothing here
 # comes from the host but this script, lib.sh and the packages.
 #   install   (the image's own generic initramfs, no snapmgr) dpkg -i both
@@ -10,7 +11,9 @@
 #   tracked   (that initramfs) root mounts through the wrapper, the LV
 #             is mounted only once its wrapper is in, no unit failed, the
 #             attach unit and snapmgr-monitor@ ran; snapshot and backup;
-#             doctor and dracut refuse a kernel without the module; the
+#             snapmgrd under its hardened unit serves a full backup of vdc
+#             to the Coriolis client; doctor and dracut refuse a kernel
+#             without the module; the
 #             6.12 kernel is installed with dpkg (DKMS builds for it, its
 #             initramfs holds the module); `systemctl reboot`
 #   upgraded  (6.12 and its initramfs, after the clean reboot) tracking
@@ -166,6 +169,51 @@ tracked)
 	dd if=/dev/urandom of=$STATE/written-after-snapshot bs=1M count=2 conv=fsync status=none
 	filefrag -e $STATE/written-after-snapshot > $STATE/extents
 
+	log "snapmgrd under its hardened unit: vdc backed up through the Coriolis client"
+	dd if=/dev/urandom of=/dev/vdc bs=1M count=64 oflag=direct status=none
+	mkfs.ext4 -q -b 4096 /dev/vdd
+	mkdir -p /srv/stores
+	mount /dev/vdd /srv/stores
+	snapmgrd make-certs --dir /etc/snapmgr/tls --host localhost --ip 127.0.0.1 > /dev/null
+	cat > /etc/snapmgr/agent.conf <<'CONF'
+snapstore_destinations = ["/srv/stores"]
+state_dir = "/var/lib/snapmgr/agent"
+store_size = "8M"
+snap_store_file_size = "16M"
+
+[api]
+bind = "127.0.0.1"
+port = 8443
+
+[api.tls]
+certificate = "/etc/snapmgr/tls/server.crt"
+key = "/etc/snapmgr/tls/server.key"
+ca_certificate = "/etc/snapmgr/tls/ca.crt"
+CONF
+	systemctl start snapmgrd
+	for _ in $(seq 100); do
+		journalctl -u snapmgrd --no-pager | grep -q "listening on" && break
+		sleep 0.2
+	done
+	journalctl -u snapmgrd --no-pager | grep -q "listening on" ||
+		{ journalctl -u snapmgrd --no-pager; fail "snapmgrd did not start"; }
+	client() {
+		python3 "$(dirname "$0")/../coriolis_client.py" --tls /etc/snapmgr/tls \
+			--endpoint https://localhost:8443 "$@"
+	}
+	client map /srv/stores vdc
+	client snapshot /tmp/agent-snap.json vdc
+	client backup /tmp/agent-snap.json vdc /var/tmp/vdc.img --expect full
+	expect_eq "$(sha256sum < /var/tmp/vdc.img)" "$(sha256sum < /dev/mapper/vdc-snap)" \
+		"the agent's backup of vdc equals its snapshot image"
+	client delete /tmp/agent-snap.json
+	expect_eq "$(systemctl is-active snapmgrd)" active "snapmgrd still runs"
+	if journalctl -u snapmgrd --no-pager | grep -i -E 'not permitted|denied'; then
+		fail "the hardened unit refused snapmgrd something"
+	fi
+	systemd-analyze security snapmgrd.service | tail -n 1 | tee "$VM_RESULTS/snapmgrd-security"
+	systemctl stop snapmgrd
+
 	log "a kernel without the module: doctor says so, dracut refuses its initramfs"
 	next=$(ls /root/kernel-upgrade | sed -n 's/^linux-image-\(.*\)_.*_amd64\.deb$/\1/p')
 	[ -n "$next" ] || fail "no kernel package in /root/kernel-upgrade"
@@ -218,6 +266,7 @@ upgraded)
 	expect_lv_attached_before_its_mount
 	expect_monitors_active
 	expect_eq "$(status_of $ROOT generation)" "$(cat $STATE/generation)" "the generation across reboot and upgrade"
+	expect_eq "$(status_of vdc state)" tracking "the agent's disk, attached at boot (its store's filesystem unmounted)"
 	if dmesg | grep -E 'cowfile.*(new generation|not durable at the crash|lost tracking)'; then
 		fail "the kernel log shows a crash path or a lost generation"
 	fi
