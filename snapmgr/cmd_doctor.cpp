@@ -6,6 +6,7 @@
 // udev rules missing, a volume that boot already had to give back.
 #include "command.hpp"
 
+#include <stdlib.h>
 #include <sys/utsname.h>
 
 #include <algorithm>
@@ -173,6 +174,55 @@ void check_kernels(std::vector<Check> &checks, const std::vector<std::string> &k
 	}
 }
 
+// An initramfs unpacked into a private folder, removed with it: one
+// decompression for all the files looked at (`lsinitrd -f` decompresses the
+// whole image for each file, a minute of doctor's time on a slow machine).
+class UnpackedInitramfs {
+public:
+	explicit UnpackedInitramfs(const fs::path &image)
+	{
+		std::string dir = (fs::temp_directory_path() / "snapmgr-doctor.XXXXXX").string();
+		if (!::mkdtemp(dir.data()))
+			return;
+		root_ = dir;
+		// Its exit status is cpio's, which fails for a device node it
+		// may not make: an empty folder is what says it could not unpack.
+		std::string ignored;
+		run_program({"lsinitrd", "--unpack", image}, &ignored, root_);
+		std::error_code ec;
+		unpacked_ = !fs::is_empty(root_, ec) && !ec;
+	}
+	UnpackedInitramfs(const UnpackedInitramfs &) = delete;
+	UnpackedInitramfs &operator=(const UnpackedInitramfs &) = delete;
+	~UnpackedInitramfs()
+	{
+		std::error_code ec;
+		if (!root_.empty())
+			fs::remove_all(root_, ec);
+	}
+
+	bool unpacked() const { return unpacked_; }
+	// Its own regular file, never a link that could name the host's.
+	bool holds(std::string_view path) const
+	{
+		return fs::is_regular_file(fs::symlink_status(root_ / path));
+	}
+	// Modules may be compressed: dm-cowfile.ko.zst counts.
+	bool holds_module(std::string_view name) const
+	{
+		std::error_code ec;
+		for (fs::recursive_directory_iterator it(root_, ec), end; !ec && it != end; it.increment(ec))
+			if (it->path().filename().string().starts_with(name) && it->is_regular_file())
+				return true;
+		return false;
+	}
+	std::string read(std::string_view path) const { return read_file(root_ / path); }
+
+private:
+	fs::path root_;
+	bool unpacked_ = false;
+};
+
 // Each kernel's initramfs carries snapmgr, the module and the same
 // configuration as /etc/snapmgr for every volume it holds; the root's
 // volume must be among them.
@@ -187,31 +237,27 @@ void check_initramfs(std::vector<Check> &checks, const std::vector<std::string> 
 					  "missing"});
 			continue;
 		}
-		std::string listing;
-		if (run_program({"lsinitrd", image}, &listing) != 0) {
+		const UnpackedInitramfs initramfs(image);
+		if (!initramfs.unpacked()) {
 			checks.push_back({subject, Verdict::warning,
-					  "cannot list it (lsinitrd failed): not checked"});
+					  "cannot unpack it (lsinitrd --unpack failed): not checked"});
 			continue;
 		}
-		auto holds = [&listing](std::string_view path) {
-			return listing.find(std::string(path)) != std::string::npos;
-		};
 		std::vector<std::string> wrong;
-		if (!holds(SNAPMGR_BINARY_IN_INITRD))
+		const bool has_snapmgr = initramfs.holds(SNAPMGR_BINARY_IN_INITRD);
+		if (!has_snapmgr)
 			wrong.push_back("no snapmgr (rebuild it with dracut, whose module snapmgr installs)");
-		if (!holds("dm-cowfile.ko"))
+		if (!initramfs.holds_module("dm-cowfile.ko"))
 			wrong.push_back("no dm-cowfile module");
 		for (const auto &config : configs) {
 			const std::string conf = fmt::format("etc/snapmgr/volumes/{}.conf", config.name);
-			if (!holds(conf)) {
+			if (!initramfs.holds(conf)) {
 				if (config.name == root_name)
 					wrong.push_back(fmt::format("no configuration of {}, the root's volume",
 								    config.name));
 				continue;
 			}
-			std::string text;
-			if (run_program({"lsinitrd", "-f", conf, image}, &text) != 0 ||
-			    text != read_file(config_dir() / "volumes" / (config.name + ".conf")))
+			if (initramfs.read(conf) != read_file(config_dir() / "volumes" / (config.name + ".conf")))
 				wrong.push_back(fmt::format("an old configuration of {}", config.name));
 		}
 		if (wrong.empty()) {
@@ -220,7 +266,7 @@ void check_initramfs(std::vector<Check> &checks, const std::vector<std::string> 
 		}
 		// Without snapmgr at all, only the root's volume depends on it: the
 		// others are attached by udev once root is mounted.
-		const bool matters = !root_name.empty() || holds(SNAPMGR_BINARY_IN_INITRD);
+		const bool matters = !root_name.empty() || has_snapmgr;
 		std::string detail;
 		for (const auto &w : wrong)
 			detail += (detail.empty() ? "" : "; ") + w;

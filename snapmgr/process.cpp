@@ -11,7 +11,8 @@ extern char **environ;
 
 namespace snapmgr::cli {
 
-int run_program(const std::vector<std::string> &argv, std::string *output)
+int run_program(const std::vector<std::string> &argv, std::string *output,
+		const std::filesystem::path &dir)
 {
 	std::vector<char *> args;
 	for (const auto &a : argv)
@@ -28,6 +29,8 @@ int run_program(const std::vector<std::string> &argv, std::string *output)
 		posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
 		posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
 	}
+	if (!dir.empty())
+		posix_spawn_file_actions_addchdir_np(&actions, dir.c_str());
 	pid_t pid;
 	int spawned = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
 	posix_spawn_file_actions_destroy(&actions);
