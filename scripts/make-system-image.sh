@@ -76,7 +76,8 @@ unshare -m --propagation private bash -euo pipefail -c '
 	mount -t tmpfs tmpfs "$root/tmp"
 	in_root() { chroot "$root" env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 "$@"; }
 	in_root apt-get -q update
-	in_root apt-get -q install -y --no-install-recommends "$@"
+	# Unsafe I/O: the tree becomes an image (mke2fs -d) or is made again.
+	in_root apt-get -q install -y --no-install-recommends -o DPkg::Options::=--force-unsafe-io "$@"
 	# The next kernel, for the upgrade test: fetched here, installed by
 	# dpkg in the guest (no network there).
 	in_root apt-get -q clean

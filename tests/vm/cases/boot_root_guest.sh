@@ -175,7 +175,7 @@ nomodule)
 	expect_root_on_raw
 	reason=$(status_of attach_error)
 	echo "given back because: $reason"
-	dmesg | grep -q "snapmgr.*$VOL: not attached" || fail "the kernel log does not say why"
+	grep -q "snapmgr.*$VOL: not attached" <(dmesg) || fail "the kernel log does not say why"
 	dmesg | grep "snapmgr.*not attached"
 	case "$reason" in *cowfile*|*target*) ;; *) fail "the reason does not name the missing target" ;; esac
 	write_file untracked 2
@@ -186,7 +186,7 @@ disabled)
 	reason=$(status_of attach_error)
 	echo "given back because: $reason"
 	case "$reason" in *rd.snapmgr=0*) ;; *) fail "the reason does not name rd.snapmgr=0" ;; esac
-	dmesg | grep -q "snapmgr.*$VOL: not attached: .*rd.snapmgr=0" || fail "the kernel log does not say why"
+	grep -q "snapmgr.*$VOL: not attached: .*rd.snapmgr=0" <(dmesg) || fail "the kernel log does not say why"
 	;;
 
 back)

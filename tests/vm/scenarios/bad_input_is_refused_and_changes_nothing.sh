@@ -24,7 +24,7 @@ refuse() {
 		fail "table accepted: $*"
 	fi
 	dmsetup info "$name" > /dev/null 2>&1 && fail "$name left behind after a refused table"
-	dmesg | grep -q "$text" || { dmesg; fail "kernel did not say '$text' for: $*"; }
+	grep -q "$text" <(dmesg) || { dmesg; fail "kernel did not say '$text' for: $*"; }
 	echo "ok: refused ($text): $*"
 }
 

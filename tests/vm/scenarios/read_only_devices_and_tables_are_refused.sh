@@ -34,7 +34,7 @@ refuse() {
 		fail "table accepted (${ro:-read-write table}): $table"
 	fi
 	dmsetup info vol > /dev/null 2>&1 && fail "vol left behind after a refused table"
-	dmesg | grep -q "cowfile: $text" || { dmesg; fail "the kernel did not say '$text'"; }
+	grep -q "cowfile: $text" <(dmesg) || { dmesg; fail "the kernel did not say '$text'"; }
 	expect_eq "$(store_sum)" "$before" "store device unchanged by the refused load ($text)"
 }
 
