@@ -181,7 +181,9 @@ class UnpackedInitramfs {
 public:
 	explicit UnpackedInitramfs(const fs::path &image)
 	{
-		std::string dir = (fs::temp_directory_path() / "snapmgr-doctor.XXXXXX").string();
+		std::error_code ec;
+		fs::path tmp = fs::temp_directory_path(ec); // $TMPDIR when it is a folder
+		std::string dir = ((ec ? fs::path("/tmp") : tmp) / "snapmgr-doctor.XXXXXX").string();
 		if (!::mkdtemp(dir.data()))
 			return;
 		root_ = dir;
@@ -189,7 +191,6 @@ public:
 		// may not make: an empty folder is what says it could not unpack.
 		std::string ignored;
 		run_program({"lsinitrd", "--unpack", image}, &ignored, root_);
-		std::error_code ec;
 		unpacked_ = !fs::is_empty(root_, ec) && !ec;
 	}
 	UnpackedInitramfs(const UnpackedInitramfs &) = delete;
