@@ -21,7 +21,7 @@ void add_backup(CLI::App &app, Context &ctx)
 	auto args = std::make_shared<Args>();
 	auto cmd = app.add_subcommand(
 		"backup", "Copy the held snapshot into an image file (incremental when it can be)");
-	cmd->add_option("VOLUME", args->name, "Volume name")->required();
+	cmd->add_option("VOLUME", args->name, "Volume or disk name")->required();
 	cmd->add_option("IMAGE", args->image, "Raw image file (IMAGE.snapmgr.json beside it)")
 		->required();
 	cmd->add_flag("--full", args->full, "Copy everything, whatever the image holds");
@@ -43,6 +43,12 @@ void add_backup(CLI::App &app, Context &ctx)
 					fmt::print(stderr, "\r{:5.1f}%",
 						   total ? 100.0 * double(done) / double(total) : 100.0);
 				};
+			if (names_disk(args->name)) {
+				DiskBackupResult r = backup_disk(args->name, args->image, o);
+				if (tty && !ctx.as_json && !args->progress)
+					fmt::print(stderr, "\n");
+				return report_disk_backup(r, ctx);
+			}
 			BackupResult r = backup(args->name, args->image, o);
 			if (tty && !ctx.as_json && !args->progress)
 				fmt::print(stderr, "\n");

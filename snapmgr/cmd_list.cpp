@@ -45,6 +45,8 @@ const std::vector<Field> &fields()
 {
 	static const std::vector<Field> table = {
 		{"name", "Volume", "volume name", Kind::text, [](auto &s) { return json(s.name); }},
+		{"disk", "Disk", "the tracked disk it is a partition of, if any", Kind::text,
+		 [](auto &s) { return text_or_null(s.disk); }},
 		{"state", "State", "tracking, lost, next_boot, detached or given_back", Kind::text,
 		 [](auto &s) { return json(std::string(to_string(s.state))); }},
 		{"device", "Device", "the tracked device (the wrapper when attached)", Kind::text,

@@ -29,9 +29,12 @@ void add_snapshot(CLI::App &app, Context &ctx)
 	auto names = std::make_shared<std::vector<std::string>>();
 	auto cmd = app.add_subcommand(
 		"snapshot", "Freeze an instant of one or several volumes (one instant for all)");
-	cmd->add_option("VOLUME", *names, "Volume names")->required();
+	cmd->add_option("VOLUME", *names, "Volume names, or one disk name")->required();
 	cmd->callback([&ctx, names] {
 		ctx.run = [&ctx, names] {
+			if (names->size() == 1 && names_disk(names->front()))
+				return report_disk_snapshot(snapshot_disk(names->front(), ctx.logger()),
+							    ctx);
 			auto results = snapshot(*names, ctx.logger());
 			json out = json::array();
 			for (const auto &r : results) {
@@ -65,10 +68,13 @@ void add_release(CLI::App &app, Context &ctx)
 {
 	auto name = std::make_shared<std::string>();
 	auto cmd = app.add_subcommand("release", "Drop the held snapshot and its image device");
-	cmd->add_option("VOLUME", *name, "Volume name")->required();
+	cmd->add_option("VOLUME", *name, "Volume or disk name")->required();
 	cmd->callback([&ctx, name] {
 		ctx.run = [&ctx, name] {
-			release(*name, ctx.logger());
+			if (names_disk(*name))
+				release_disk(*name, ctx.logger());
+			else
+				release(*name, ctx.logger());
 			if (ctx.as_json)
 				ctx.print_json({{"name", *name}, {"released", true}});
 			else

@@ -126,7 +126,16 @@ void add_track(CLI::App &app, Context &ctx)
 	auto cmd = app.add_subcommand("track", "Put a volume under change tracking");
 	add_track_options(cmd, *args, false);
 	cmd->callback([&ctx, args] {
-		ctx.run = [&ctx, args] { return report_tracked(track(to_options(*args, ctx)), *args, ctx); };
+		ctx.run = [&ctx, args] {
+			TrackOptions o = to_options(*args, ctx);
+			if (!is_partitioned_disk(o.device))
+				return report_tracked(track(o), *args, ctx);
+			if (!o.name.empty())
+				throw UsageError("--name", EINVAL,
+						 "--name names a volume; a disk's partitions keep "
+						 "their kernel names");
+			return report_disk_tracked(track_disk(o), args->no_monitor, ctx);
+		};
 	});
 }
 
@@ -150,15 +159,23 @@ void add_untrack(CLI::App &app, Context &ctx)
 	auto args = std::make_shared<Args>();
 	auto cmd = app.add_subcommand(
 		"untrack", "Stop tracking: restore the device as it was, remove the store");
-	cmd->add_option("VOLUME", args->name, "Volume name")->required();
+	cmd->add_option("VOLUME", args->name, "Volume or disk name")->required();
 	cmd->add_flag("--keep-store", args->keep_store, "Leave the store file in place");
 	cmd->callback([&ctx, args] {
 		ctx.run = [&ctx, args] {
 			UntrackOptions o;
 			o.keep_store = args->keep_store;
 			o.log = ctx.logger();
-			untrack(args->name, o);
-			disable_monitor(args->name, ctx);
+			if (names_disk(args->name)) {
+				const auto disk = load_disk_config(args->name);
+				untrack_disk(args->name, o);
+				for (const auto &p : disk->partitions)
+					if (p.role == PartitionRole::tracked)
+						disable_monitor(p.volume, ctx);
+			} else {
+				untrack(args->name, o);
+				disable_monitor(args->name, ctx);
+			}
 			if (ctx.as_json)
 				ctx.print_json({{"name", args->name}, {"untracked", true}});
 			else

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "snapmgr/disk.hpp"
 #include "snapmgr/error.hpp"
 #include "snapmgr/size.hpp"
 #include "snapmgr/volume.hpp"
@@ -66,6 +67,13 @@ std::string format_size(std::uint64_t bytes, char unit, bool suffix = true);
 // create, with what happened as JSON; disabled by untrack.
 json enable_monitor(const std::string &volume, bool start_now, const Context &ctx);
 void disable_monitor(const std::string &volume, const Context &ctx);
+
+// Whole disks (cmd_disk.cpp): a name that is a tracked disk and not a
+// volume, and what track, snapshot and backup of a disk print.
+bool names_disk(const std::string &name);
+int report_disk_tracked(const DiskTrackResult &r, bool no_monitor, const Context &ctx);
+int report_disk_snapshot(const DiskSnapshotResult &r, const Context &ctx);
+int report_disk_backup(const DiskBackupResult &r, const Context &ctx);
 
 json to_json(const VolumeStatus &s);
 json to_json(const TrackResult &r);

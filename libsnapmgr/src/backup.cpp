@@ -1,24 +1,12 @@
 #include "snapmgr/backup.hpp"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <atomic>
-#include <exception>
-#include <mutex>
-#include <thread>
 #include <cerrno>
-#include <cstring>
 #include <fstream>
-#include <sstream>
 
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
-#include "aligned_buffer.hpp"
-#include "file_descriptor.hpp"
+#include "image_copy.hpp"
 #include "snapmgr/config.hpp"
 #include "snapmgr/dm.hpp"
 #include "snapmgr/error.hpp"
@@ -31,10 +19,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::size_t copy_buffer_bytes = 1 << 20;
-constexpr std::uint64_t copy_piece_bytes = 4 << 20;
-constexpr unsigned copy_threads = 8;
-
 void write_image_record(const fs::path &image, const ImageRecord &record)
 {
 	nlohmann::json j = {{"volume", record.volume},
@@ -42,158 +26,7 @@ void write_image_record(const fs::path &image, const ImageRecord &record)
 			    {"epoch", record.position.epoch},
 			    {"size_bytes", record.size_bytes},
 			    {"complete", record.complete}};
-	const std::string text = j.dump(1) + "\n";
-	const fs::path path = sidecar_path(image);
-	const fs::path temp = path.string() + ".tmp";
-	FileDescriptor fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-	if (!fd.valid())
-		throw_errno(temp.string(), "cannot write the image record");
-	if (::write(fd.get(), text.data(), text.size()) != ssize_t(text.size()) ||
-	    ::fsync(fd.get()) < 0)
-		throw_errno(temp.string(), "cannot write the image record");
-	if (::rename(temp.c_str(), path.c_str()) < 0)
-		throw_errno(path.string(), "cannot install the image record");
-	fs::path dir = path.parent_path();
-	FileDescriptor d(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-	if (d.valid())
-		::fsync(d.get());
-}
-
-bool all_zero(const std::uint8_t *p, std::size_t n)
-{
-	return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0);
-}
-
-class Copier {
-public:
-	Copier(const std::string &source, const fs::path &image, bool fresh)
-		: source_name_(source), image_name_(image.string())
-	{
-		src_ = FileDescriptor(::open(source.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
-		if (!src_.valid())
-			throw_errno(source, "cannot open the snapshot image");
-		// Direct I/O on the image too: a backup streams far more than the
-		// page cache should hold, and buffered writes of it run several
-		// times slower than dd's. Filesystems without O_DIRECT (tmpfs) get
-		// buffered writes.
-		int flags = O_WRONLY | O_CLOEXEC | (fresh ? O_CREAT | O_TRUNC : 0);
-		dst_ = FileDescriptor(::open(image.c_str(), flags | O_DIRECT, 0600));
-		if (!dst_.valid() && errno == EINVAL)
-			dst_ = FileDescriptor(::open(image.c_str(), flags, 0600));
-		if (!dst_.valid())
-			throw_errno(image_name_, "cannot open the backup image");
-		if (fresh && ::fchmod(dst_.get(), 0600) < 0)
-			throw_errno(image_name_, "cannot set mode 0600");
-		fresh_ = fresh;
-	}
-
-	void set_size(std::uint64_t bytes)
-	{
-		if (::ftruncate(dst_.get(), off_t(bytes)) < 0)
-			throw_errno(image_name_, "cannot size the backup image");
-	}
-
-	// A fresh image starts as a hole, so zero blocks need not be written.
-	// Safe to call from several threads at once, each with its own buffer.
-	void copy(std::uint64_t offset, std::uint64_t length, AlignedBuffer &buffer)
-	{
-		while (length) {
-			std::size_t n = std::size_t(std::min<std::uint64_t>(length, buffer.size()));
-			ssize_t got = ::pread(src_.get(), buffer.data(), n, off_t(offset));
-			if (got < 0 && errno == EINTR)
-				continue;
-			if (got <= 0) {
-				if (got == 0)
-					errno = EIO;
-				throw_errno(source_name_, fmt::format("cannot read at byte {}", offset));
-			}
-			n = std::size_t(got);
-			if (!(fresh_ && all_zero(buffer.data(), n))) {
-				for (std::size_t done = 0; done < n;) {
-					ssize_t w = ::pwrite(dst_.get(), buffer.data() + done, n - done,
-							     off_t(offset + done));
-					if (w < 0 && errno == EINTR)
-						continue;
-					if (w < 0 && errno == EINVAL && drop_direct_io())
-						continue; // an unaligned tail: buffered
-					if (w < 0)
-						throw_errno(image_name_,
-							    fmt::format("cannot write at byte {}",
-									offset + done));
-					done += std::size_t(w);
-				}
-			}
-			offset += n;
-			length -= n;
-		}
-	}
-
-	bool drop_direct_io()
-	{
-		std::lock_guard guard(direct_io_lock_);
-		int fl = ::fcntl(dst_.get(), F_GETFL);
-		if (fl < 0 || !(fl & O_DIRECT))
-			return false;
-		return ::fcntl(dst_.get(), F_SETFL, fl & ~O_DIRECT) == 0;
-	}
-
-	void sync()
-	{
-		if (::fsync(dst_.get()) < 0)
-			throw_errno(image_name_, "cannot flush the backup image (fsync)");
-	}
-
-private:
-	std::string source_name_;
-	std::string image_name_;
-	FileDescriptor src_;
-	FileDescriptor dst_;
-	bool fresh_ = false;
-	std::mutex direct_io_lock_;
-};
-
-// Copies the ranges with several reads and writes in flight: an incremental
-// backup is thousands of small ranges, and one at a time it waits out every
-// device round trip. Ranges are cut into pieces so a full copy spreads too.
-void copy_ranges(Copier &copier, const std::vector<ByteRange> &ranges, std::uint64_t total,
-		 const std::function<void(std::uint64_t, std::uint64_t)> &progress)
-{
-	std::vector<ByteRange> pieces;
-	for (const auto &r : ranges)
-		for (std::uint64_t at = 0; at < r.length; at += copy_piece_bytes)
-			pieces.push_back({r.start + at, std::min(copy_piece_bytes, r.length - at)});
-	std::atomic<std::size_t> next{0};
-	std::mutex lock;
-	std::uint64_t done = 0;
-	std::exception_ptr failure;
-	auto worker = [&] {
-		AlignedBuffer buffer(copy_buffer_bytes);
-		for (;;) {
-			std::size_t i = next++;
-			if (i >= pieces.size())
-				return;
-			try {
-				copier.copy(pieces[i].start, pieces[i].length, buffer);
-			} catch (...) {
-				std::lock_guard guard(lock);
-				if (!failure)
-					failure = std::current_exception();
-				next = pieces.size(); // the others stop too
-				return;
-			}
-			std::lock_guard guard(lock);
-			done += pieces[i].length;
-			if (progress)
-				progress(done, total);
-		}
-	};
-	{
-		std::vector<std::jthread> threads;
-		for (unsigned t = 0; t < copy_threads; t++)
-			threads.emplace_back(worker);
-	}
-	if (failure)
-		std::rethrow_exception(failure);
+	write_file_durably(sidecar_path(image), j.dump(1) + "\n", 0600);
 }
 
 // What to do about a snapshot the kernel invalidated for `reason`.
@@ -345,14 +178,18 @@ BackupResult backup(const std::string &name, const fs::path &image, const Backup
 	ImageRecord rec{name, ch.now, ch.size_bytes, false};
 	if (image_exists)
 		write_image_record(image, rec);
-	Copier copier(source, image, result.full);
+	const CopySource snapshot_image(source, "the snapshot image");
+	ImageFile out(image, result.full);
 	if (!image_exists)
 		write_image_record(image, rec);
 	if (result.full)
-		copier.set_size(ch.size_bytes);
+		out.set_size(ch.size_bytes);
+	std::vector<CopyPiece> pieces;
+	for (const auto &r : ranges)
+		pieces.push_back({&snapshot_image, r.start, r.start, r.length});
 	try {
-		copy_ranges(copier, ranges, total, options.progress);
-		copier.sync();
+		copy_pieces(out, pieces, options.progress);
+		out.sync();
 	} catch (const Error &) {
 		expect_snapshot_still_valid(name, image); // the cause, rather than EIO
 		throw;

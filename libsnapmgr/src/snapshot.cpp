@@ -81,6 +81,13 @@ void undo(std::vector<Member> &members, const Logger &log)
 
 std::vector<SnapshotResult> snapshot(const std::vector<std::string> &requested, const Logger &log)
 {
+	return snapshot_with(requested, log, {});
+}
+
+std::vector<SnapshotResult> snapshot_with(const std::vector<std::string> &requested,
+					  const Logger &log,
+					  const std::function<void()> &while_suspended)
+{
 	if (requested.empty())
 		throw UsageError("volumes", EINVAL, "no volume named to snapshot");
 	std::vector<std::string> names = requested;
@@ -109,6 +116,8 @@ std::vector<SnapshotResult> snapshot(const std::vector<std::string> &requested, 
 			dm::message(m.name, COWFILE_MSG_SNAPSHOT);
 			m.snapped = true;
 		}
+		if (while_suspended)
+			while_suspended();
 		for (Member &m : members) {
 			dm::resume(m.name);
 			m.suspended = false;

@@ -10,6 +10,7 @@
 #include <fmt/core.h>
 
 #include "snapmgr/device.hpp"
+#include "snapmgr/disk.hpp"
 #include "snapmgr/dm.hpp"
 #include "snapmgr/error.hpp"
 #include "snapmgr/boot.hpp"
@@ -59,7 +60,9 @@ Position Position::parse(std::string_view text)
 				     text));
 }
 
-VolumeStatus status(const std::string &name)
+namespace {
+
+VolumeStatus status_of(const std::string &name)
 {
 	check_volume_name(name);
 	VolumeStatus s;
@@ -104,6 +107,21 @@ VolumeStatus status(const std::string &name)
 	if (auto why = given_back_reason(name)) {
 		s.state = VolumeState::given_back;
 		s.attach_error = *why;
+	}
+	return s;
+}
+
+} // namespace
+
+VolumeStatus status(const std::string &name)
+{
+	VolumeStatus s = status_of(name);
+	// Which disk is a detail: a disk's record that does not parse is
+	// reported by the disk's own commands, not by every volume's status.
+	try {
+		if (auto disk = disk_of_volume(name))
+			s.disk = disk->name;
+	} catch (const Error &) {
 	}
 	return s;
 }

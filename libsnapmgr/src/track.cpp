@@ -27,38 +27,6 @@ namespace {
 
 constexpr std::uint64_t min_default_store = 64ull << 20;
 
-// Undo steps run in reverse order unless the operation commits. An undo
-// that fails too is reported through the logger: the original error is the
-// one the caller sees.
-class Rollback {
-public:
-	explicit Rollback(const Logger &log) : log_(log) {}
-	Rollback(const Rollback &) = delete;
-	Rollback &operator=(const Rollback &) = delete;
-	~Rollback()
-	{
-		if (committed_)
-			return;
-		for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) {
-			try {
-				it->second();
-			} catch (const std::exception &e) {
-				log_error(log_, fmt::format("rollback: cannot {}: {}", it->first, e.what()));
-			}
-		}
-	}
-	void add(std::string what, std::function<void()> undo)
-	{
-		steps_.emplace_back(std::move(what), std::move(undo));
-	}
-	void commit() noexcept { committed_ = true; }
-
-private:
-	const Logger &log_;
-	std::vector<std::pair<std::string, std::function<void()>>> steps_;
-	bool committed_ = false;
-};
-
 std::string store_table_device(const VolumeConfig &config, const std::string &origin)
 {
 	return config.store_on_volume ? origin : config.store_device;

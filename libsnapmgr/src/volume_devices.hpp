@@ -5,7 +5,9 @@
 //   <name>-real  under an inserted wrapper: the volume's original table
 //   <name>-snap  the read-only image of the held snapshot
 
+#include <functional>
 #include <optional>
+#include <vector>
 #include <string>
 
 #include "snapmgr/config.hpp"
@@ -34,6 +36,13 @@ StoreReader open_attached_store(const CowfileTable &table);
 
 // untrack() for a caller that holds the volume's lock already.
 void untrack_locked(const std::string &name, const UntrackOptions &options);
+
+// snapshot() that calls while_suspended once every volume is suspended and
+// snapshotted, before any is resumed (a disk's gaps are read there); when
+// it throws, nothing is left snapshotted.
+std::vector<SnapshotResult> snapshot_with(const std::vector<std::string> &names,
+					  const Logger &log,
+					  const std::function<void()> &while_suspended);
 
 // changes() for a caller that holds the volume's lock already.
 Changes changes_locked(const std::string &name, const std::optional<Position> &since);

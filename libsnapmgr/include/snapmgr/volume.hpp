@@ -160,6 +160,7 @@ std::string_view to_string(VolumeState state) noexcept;
 
 struct VolumeStatus {
 	std::string name;
+	std::string disk; // the tracked disk it is a partition of (disk.hpp)
 	VolumeState state = VolumeState::detached;
 	VolumeConfig config;
 	std::string device;   // /dev/mapper/<name> when attached

@@ -1,0 +1,119 @@
+#pragma once
+
+// Whole disks: a partitioned disk tracked as a group of volumes, one per
+// partition that can be tracked, snapshotted at one instant and backed up as
+// one raw disk image. What is not in a partition (the partition table at
+// both ends, the bootloader's gap, unpartitioned space) is read while the
+// partitions are suspended, so that it belongs to the same instant.
+//
+// The group is /etc/snapmgr/disks/<name>.json ($SNAPMGR_CONFIG_DIR): the
+// disk, its partition table as it was tracked, and each partition's role.
+// A snapshot of the disk leaves <name>.instant.json and <name>.gaps beside
+// it: the members' positions and the bytes outside the partitions.
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "snapmgr/backup.hpp"
+#include "snapmgr/types.hpp"
+#include "snapmgr/volume.hpp"
+
+namespace snapmgr {
+
+// What a backup of the disk does with a partition.
+enum class PartitionRole {
+	tracked, // a volume of its own: its snapshot image, changes only
+	zeros,   // swap: zeros (its content is not needed to boot)
+	live     // cannot be tracked: copied whole from the live device each time
+};
+std::string_view to_string(PartitionRole role) noexcept;
+
+struct DiskPartition {
+	unsigned number = 0;      // as the kernel numbers it (vda2: 2)
+	std::string kernel_name;  // vda2, nvme0n1p2
+	std::uint64_t start_bytes = 0;
+	std::uint64_t size_bytes = 0;
+	std::string type;         // GPT type GUID, or "0x83" on a dos table
+	std::string uuid;         // the partition's own UUID (PARTUUID)
+	std::string fs_type;      // what was on it when it was tracked
+	PartitionRole role = PartitionRole::live;
+	std::string volume;       // tracked: its volume's name
+	std::string reason;       // zeros and live: why it is not tracked
+};
+
+struct DiskConfig {
+	std::string name;   // the disk's kernel name when tracked (vda)
+	std::string device; // as the user named it
+	std::string table_type; // "gpt" or "dos"
+	std::string table_uuid;
+	std::uint64_t size_bytes = 0;
+	std::vector<DiskPartition> partitions; // by start
+};
+
+// A whole disk with partitions (what track_disk() takes); false for
+// anything else, a path that is no block device included.
+bool is_partitioned_disk(const std::string &device) noexcept;
+// The disk's partition table as the kernel sees it now (roles unset).
+// Throws UsageError when the device is not a whole disk with partitions.
+DiskConfig read_disk_layout(const std::string &device);
+// Partition tables differ (a partition added, removed, moved, resized,
+// retyped, or another table): nullopt when they are the same, else what
+// differs, for people.
+std::optional<std::string> layout_difference(const DiskConfig &recorded, const DiskConfig &now);
+// What no partition covers, in disk order.
+std::vector<ByteRange> disk_gaps(const DiskConfig &disk);
+
+std::optional<DiskConfig> load_disk_config(const std::string &name);
+std::vector<DiskConfig> load_all_disk_configs();
+// The disk a volume belongs to, if any.
+std::optional<DiskConfig> disk_of_volume(const std::string &volume);
+
+struct DiskTrackResult {
+	DiskConfig disk;
+	std::vector<TrackResult> volumes; // the tracked partitions, in disk order
+};
+// Tracks every partition of a partitioned disk that can be tracked (a
+// mounted one from the next boot, as track() does) and records the group.
+// options.store, when given, is a directory that holds the store of each
+// partition with no mounted filesystem of its own. All or nothing: when one
+// partition fails, those tracked before it are untracked again.
+DiskTrackResult track_disk(const TrackOptions &options);
+// Untracks the disk's volumes and forgets the group.
+void untrack_disk(const std::string &name, const UntrackOptions &options = {});
+
+struct DiskSnapshotResult {
+	std::string name;
+	std::vector<SnapshotResult> volumes;
+	std::uint64_t captured_bytes = 0; // outside the partitions, at the instant
+	std::vector<ByteRange> live;      // ranges a backup reads from the live disk
+};
+// One instant for every tracked partition; the gaps between them are read
+// while they are suspended. Refused when the partition table changed since
+// the disk was tracked.
+DiskSnapshotResult snapshot_disk(const std::string &name, const Logger &log = {});
+// Releases the snapshot of every tracked partition.
+void release_disk(const std::string &name, const Logger &log = {});
+
+struct DiskBackupResult {
+	std::string name;
+	std::filesystem::path image;
+	std::uint64_t size_bytes = 0;
+	std::uint64_t copied_bytes = 0;
+	std::vector<BackupResult> volumes; // each tracked partition's part
+	std::vector<ByteRange> live;       // copied from the live disk, not the instant
+	std::vector<ByteRange> zeros;      // swap partitions, written as zeros
+};
+// Copies the disk's held snapshot into one raw disk image: the bytes
+// outside the partitions at the instant, each tracked partition's snapshot
+// at its offset (incremental per partition when the image holds an earlier
+// position of it), swap as zeros, the rest from the live disk. A sidecar
+// IMAGE.snapmgr.json records the table and each partition's position.
+DiskBackupResult backup_disk(const std::string &name, const std::filesystem::path &image,
+			     const BackupOptions &options = {});
+
+} // namespace snapmgr
