@@ -224,8 +224,9 @@ std::optional<std::string> untrackable_reason(const BlockDevice &d)
 	if (d.is_swap || d.fs_type == "swap")
 		return fmt::format("{} is swap space, which holds nothing worth a backup", d.path);
 	if (!d.partitions.empty())
-		return fmt::format("{} has partitions ({}...); track a partition instead", d.path,
-				   d.partitions.front());
+		return fmt::format("{} has partitions ({}...); track a partition, or the disk "
+				   "with snapmgr track (its partitions as a group)",
+				   d.path, d.partitions.front());
 	if (d.read_only)
 		return fmt::format("{} is read-only", d.path);
 	if (d.dm && d.dm->uuid.rfind("SNAPMGR-", 0) == 0)

@@ -195,8 +195,10 @@ expect_refusal "track swap space" "is swap space" \
 	"$SNAPMGR" track "$swap_dev" --name sw --store /mnt/stores/sw.store
 expect_refusal "track a read-only device" "is read-only" \
 	"$SNAPMGR" track "$ro_dev" --name ro --store /mnt/stores/ro.store
-expect_refusal "track a partitioned disk" "has partitions" \
-	"$SNAPMGR" track "$parted_dev" --name parted --store /mnt/stores/parted.store
+expect_refusal "track a disk whose one partition holds nothing to track" "has no partition that can be tracked" \
+	"$SNAPMGR" track "$parted_dev" --store /mnt/stores
+expect_refusal "create over a partitioned disk" "has partitions" \
+	"$SNAPMGR" create "$parted_dev" --name parted --store /mnt/stores/parted.store
 expect_refusal "track a device with a holder" "is in use by dm-" \
 	"$SNAPMGR" track "$held_dev" --name held2 --store /mnt/stores/held2.store
 expect_refusal "track a dm device under another name" "--name other cannot be used" \
