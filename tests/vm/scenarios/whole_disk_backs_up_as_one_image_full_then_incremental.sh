@@ -7,7 +7,8 @@
 # held at the instant, swap is zeros, the boot partition what it holds
 # live; the image's own partition table mounts both filesystems with the
 # files as they were. A partition resized under the tracked disk makes
-# snapshot and backup refuse; untrack leaves nothing behind.
+# snapshot and backup refuse; untrack leaves nothing behind. Then a dos
+# (MBR) disk with a primary and a logical partition.
 . "$(dirname "$0")/../lib.sh"
 
 json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d'"$1"')'; }
@@ -191,3 +192,45 @@ done
 [ -z "$(ls -A /etc/snapmgr/disks 2>/dev/null)" ] || fail "disk files left: $(ls /etc/snapmgr/disks)"
 [ -z "$(ls -A /mnt/store | grep -v lost+found)" ] || fail "stores left: $(ls /mnt/store)"
 echo "ok: the disk is untracked"
+
+log "a dos disk: a primary and a logical partition"
+mfile=$(mktemp /tmp/mbr.XXXXXX)
+truncate -s 100M "$mfile"
+MBR=$(losetup --find --show --partscan "$mfile")
+on_exit "losetup -d $MBR; rm -f $mfile"
+sfdisk -q "$MBR" <<EOF
+label: dos
+${MBR}p1 : start=2048, size=32MiB, type=83
+${MBR}p2 : size=64MiB, type=5
+${MBR}p5 : size=32MiB, type=83
+EOF
+m=$(basename "$MBR")
+mkfs.ext4 -q -b 4096 "${MBR}p1"
+mkfs.ext4 -q -b 4096 "${MBR}p5"
+mtable=$(sfdisk --dump "$MBR")
+"$SNAPMGR" --json track "$MBR" --store /mnt/store --no-monitor > /tmp/mtrack.json
+on_exit "$SNAPMGR untrack $m > /dev/null 2>&1 || true"
+expect_eq "$(json_get "['table_type']" < /tmp/mtrack.json) $(json_get "['volumes'][0]['name']" < /tmp/mtrack.json) $(json_get "['volumes'][1]['name']" < /tmp/mtrack.json)" \
+	"dos ${m}p1 ${m}p5" "the dos disk's tracked partitions"
+mkdir -p /mnt/m1 /mnt/m5
+mount /dev/mapper/"${m}p1" /mnt/m1
+on_exit "! mountpoint -q /mnt/m1 || umount /mnt/m1"
+mount /dev/mapper/"${m}p5" /mnt/m5
+on_exit "! mountpoint -q /mnt/m5 || umount /mnt/m5"
+dd if=/dev/urandom of=/mnt/m5/a bs=1M count=8 status=none
+sync
+"$SNAPMGR" snapshot "$m" > /dev/null
+dd if=/dev/urandom of=/mnt/m5/a bs=1M count=2 conv=notrunc status=none
+sync
+"$SNAPMGR" backup "$m" /tmp/mbr.img > /dev/null
+expect_eq "$(sfdisk --dump /tmp/mbr.img | grep -v '^device:' | sed 's/^[^ ]* : /: /')" \
+	"$(echo "$mtable" | grep -v '^device:' | sed 's/^[^ ]* : /: /')" "the dos image's table, logical partition included"
+for p in 1 5; do
+	start=$(($(cat /sys/class/block/${m}p$p/start) * 512))
+	size=$(($(cat /sys/class/block/${m}p$p/size) * 512))
+	expect_eq "$(range_md5 /tmp/mbr.img "$start" "$size")" "$(dev_sum /dev/mapper/${m}p$p-snap)" \
+		"partition $p in the dos image equals its snapshot image"
+done
+"$SNAPMGR" release "$m"
+umount /mnt/m1 /mnt/m5
+"$SNAPMGR" untrack "$m"
