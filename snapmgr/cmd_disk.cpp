@@ -126,4 +126,49 @@ int report_disk_backup(const DiskBackupResult &r, const Context &ctx)
 	return exit_ok;
 }
 
+int report_disk_status(const DiskStatus &s, const Context &ctx)
+{
+	auto state_of = [&](const std::string &volume) -> const VolumeStatus * {
+		for (const auto &v : s.volumes)
+			if (v.name == volume)
+				return &v;
+		return nullptr;
+	};
+	if (ctx.as_json) {
+		json parts = json::array();
+		for (const auto &p : s.disk.partitions) {
+			json j = to_json(p);
+			const VolumeStatus *v = state_of(p.volume);
+			j["state"] = v ? json(std::string(to_string(v->state))) : json();
+			j["snapshot"] = v && v->kernel ? json(std::string(to_string(v->kernel->snap_state)))
+						       : json();
+			parts.push_back(j);
+		}
+		ctx.print_json({{"disk", s.disk.name},
+				{"device", s.disk.device},
+				{"table_type", s.disk.table_type},
+				{"table_uuid", s.disk.table_uuid},
+				{"size_bytes", s.disk.size_bytes},
+				{"table_changed", s.table_changed ? json(*s.table_changed) : json()},
+				{"snapshot_held", s.snapshot_held},
+				{"partitions", parts}});
+		return exit_ok;
+	}
+	fmt::print("Disk:       {} ({}, {} table {}, {} bytes)\n", s.disk.name, s.disk.device,
+		   s.disk.table_type, s.disk.table_uuid, s.disk.size_bytes);
+	fmt::print("Table:      {}\n", s.table_changed ? "CHANGED: " + *s.table_changed
+						     : std::string("as tracked"));
+	fmt::print("Snapshot:   {}\n", s.snapshot_held ? "held" : "none");
+	for (const auto &p : s.disk.partitions) {
+		const VolumeStatus *v = state_of(p.volume);
+		if (v)
+			fmt::print("Partition {}: {} volume {}, {}, snapshot {}\n", p.number, p.fs_type,
+				   p.volume, to_string(v->state),
+				   v->kernel ? to_string(v->kernel->snap_state) : "-");
+		else
+			fmt::print("Partition {}: {}: {}\n", p.number, to_string(p.role), p.reason);
+	}
+	return exit_ok;
+}
+
 } // namespace snapmgr::cli

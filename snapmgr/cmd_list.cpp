@@ -294,10 +294,12 @@ void add_list(CLI::App &app, Context &ctx)
 void add_status(CLI::App &app, Context &ctx)
 {
 	auto name = std::make_shared<std::string>();
-	auto cmd = app.add_subcommand("status", "Show one volume in detail");
-	cmd->add_option("VOLUME", *name, "Volume name")->required();
+	auto cmd = app.add_subcommand("status", "Show one volume, or a disk, in detail");
+	cmd->add_option("VOLUME", *name, "Volume or disk name")->required();
 	cmd->callback([&ctx, name] {
 		ctx.run = [&ctx, name] {
+			if (names_disk(*name))
+				return report_disk_status(disk_status(*name), ctx);
 			VolumeStatus s = status(*name);
 			warn_if_store_nearly_full(s);
 			if (ctx.as_json) {

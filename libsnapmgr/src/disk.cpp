@@ -540,6 +540,22 @@ void untrack_disk(const std::string &name, const UntrackOptions &options)
 	remove_file(disk_path(name));
 }
 
+DiskStatus disk_status(const std::string &name)
+{
+	DiskStatus s;
+	s.disk = load_disk_or_throw(name);
+	try {
+		s.table_changed = layout_difference(s.disk, read_disk_layout(s.disk.device));
+	} catch (const Error &e) {
+		s.table_changed = e.what();
+	}
+	std::error_code ec;
+	s.snapshot_held = fs::exists(instant_path(name), ec);
+	for (const auto &volume : tracked_volumes(s.disk))
+		s.volumes.push_back(status(volume));
+	return s;
+}
+
 DiskSnapshotResult snapshot_disk(const std::string &name, const Logger &log)
 {
 	const DiskConfig d = load_disk_or_throw(name);

@@ -86,6 +86,16 @@ DiskTrackResult track_disk(const TrackOptions &options);
 // Untracks the disk's volumes and forgets the group.
 void untrack_disk(const std::string &name, const UntrackOptions &options = {});
 
+struct DiskStatus {
+	DiskConfig disk;
+	// What differs between the table as tracked and the disk now (or why
+	// the disk cannot be read); nullopt when it is the same.
+	std::optional<std::string> table_changed;
+	bool snapshot_held = false; // snapshot_disk() left an instant for backup_disk()
+	std::vector<VolumeStatus> volumes; // the tracked partitions', in disk order
+};
+DiskStatus disk_status(const std::string &name);
+
 struct DiskSnapshotResult {
 	std::string name;
 	std::vector<SnapshotResult> volumes;

@@ -88,6 +88,11 @@ expect_eq "$(json_get "['volumes'][0]['name']" < /tmp/snap.json) $(json_get "['v
 expect_eq "$(json_get "['live'][0]['start']" < /tmp/snap.json)+$(json_get "['live'][0]['length']" < /tmp/snap.json)" \
 	"1048576+1048576" "the BIOS boot partition is read live"
 gap_at_instant=$(range_md5 "$DISK" $((512 << 10)) 4096)
+"$SNAPMGR" --json status "$d" > /tmp/status.json
+expect_eq "$(json_get "['snapshot_held']" < /tmp/status.json) $(json_get "['table_changed']" < /tmp/status.json)" \
+	"True None" "status of the disk: a snapshot held, the table as tracked"
+expect_eq "$(json_get "['partitions'][1]['state']" < /tmp/status.json) $(json_get "['partitions'][1]['snapshot']" < /tmp/status.json)" \
+	"tracking active" "status of the disk: partition 2"
 p2_start=$(($(cat /sys/class/block/${d}p2/start) * 512))
 p3_start=$(($(cat /sys/class/block/${d}p3/start) * 512))
 p4_start=$(($(cat /sys/class/block/${d}p4/start) * 512))
@@ -180,6 +185,8 @@ partx -u --nr 4 "$DISK"
 [ "$(($(cat /sys/class/block/${d}p4/size) * 512))" -gt "$p4_size" ] || fail "partition 4 did not grow"
 expect_fail -s 2 "snapshot of a disk whose table changed" "$SNAPMGR" snapshot "$d"
 grep -q "partition 4 was" /tmp/expect_fail.out || fail "the refusal does not say what changed"
+"$SNAPMGR" status "$d" | grep -q "^Table: *CHANGED: partition 4 was" || fail "status does not show the changed table"
+echo "ok: status shows the changed table"
 [ ! -e /dev/mapper/${d}p2-snap ] || fail "a refused snapshot left ${d}p2-snap"
 
 log "untrack of the disk leaves nothing behind"
