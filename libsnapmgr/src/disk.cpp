@@ -527,6 +527,14 @@ DiskTrackResult track_disk(const TrackOptions &options)
 void untrack_disk(const std::string &name, const UntrackOptions &options)
 {
 	const DiskConfig d = load_disk_or_throw(name);
+	// Refused before anything is untracked, rather than half way.
+	for (const auto &volume : tracked_volumes(d))
+		if (attached_table(volume) && (kernel_status(volume).snap_state != SnapState::none ||
+					       dm_exists(image_name(volume))))
+			throw UsageError(volume, EBUSY,
+					 fmt::format("volume {} of disk {} holds a snapshot; release "
+						     "it first (snapmgr release {})",
+						     volume, name, name));
 	for (const auto &volume : tracked_volumes(d)) {
 		if (!load_config(volume) && !attached_table(volume)) {
 			log_warning(options.log, fmt::format("volume {} of disk {} is not tracked any more",
@@ -582,10 +590,12 @@ DiskSnapshotResult snapshot_disk(const std::string &name, const Logger &log)
 			in.live.push_back({p.start_bytes, p.size_bytes});
 	std::sort(in.live.begin(), in.live.end(), by_start);
 
-	// An older instant's files go first: from here on the disk holds no
-	// snapshot until this one is complete.
-	remove_file(instant_path(name));
-	remove_file(gaps_path(name));
+	std::error_code ec;
+	if (fs::exists(instant_path(name), ec))
+		throw UsageError(name, EBUSY,
+				 fmt::format("disk {} holds a snapshot; release it first (snapmgr "
+					     "release {})",
+					     name, name));
 	std::string captured;
 	std::vector<SnapshotResult> volumes =
 		snapshot_with(tracked_volumes(d), log, [&] {

@@ -176,6 +176,11 @@ check_image /tmp/disk.img
 check_files /tmp/disk.img "$sum2b" "$sum3" "$sum3b"
 "$SNAPMGR" --json backup --full "$d" /tmp/full2.img > /dev/null
 expect_eq "$(dev_sum /tmp/disk.img)" "$(dev_sum /tmp/full2.img)" "incremental disk image equals a full one"
+expect_fail -s 2 "a snapshot of a disk that holds one" "$SNAPMGR" snapshot "$d"
+expect_fail -s 2 "untrack of a disk that holds a snapshot" "$SNAPMGR" untrack "$d"
+expect_eq "$(dmsetup table "${d}p2" | awk '{print $3}')" cowfile "${d}p2 after the refused untrack"
+"$SNAPMGR" backup "$d" /tmp/disk.img > /dev/null
+echo "ok: the held snapshot still backs up after the refusals"
 expect_fail -s 2 "a volume's backup into a disk image" "$SNAPMGR" backup "${d}p2" /tmp/disk.img
 
 log "a partition resized under the tracked disk: refused, never a wrong image"
