@@ -28,7 +28,8 @@ void add_track_options(CLI::App *cmd, TrackArgs &a, bool store_required)
 				     store_required
 					     ? "Store file, on another mounted ext4 or xfs filesystem"
 					     : "Store file (default: .snapmgr-NAME.store at the root of "
-					       "the volume's mounted filesystem)");
+					       "the volume's mounted filesystem); for a partitioned disk, "
+					       "a directory for its unmounted partitions' stores");
 	if (store_required)
 		store->required();
 	cmd->add_option("-S,--store-size", a.store_size,

@@ -200,7 +200,8 @@ void write_file_durably(const fs::path &path, std::string_view text, unsigned mo
 		errno = e;
 		throw_errno(path.string(), "cannot install");
 	}
-	FileDescriptor d(::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	const fs::path dir = path.parent_path();
+	FileDescriptor d(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 	if (d.valid())
 		::fsync(d.get());
 }

@@ -765,8 +765,13 @@ DiskBackupResult backup_disk(const std::string &name, const fs::path &image,
 	for (const auto &piece : pieces)
 		result.copied_bytes += piece.length;
 
-	copy_pieces(out, pieces, options.progress);
-	out.sync();
+	try {
+		copy_pieces(out, pieces, options.progress);
+		out.sync();
+	} catch (const Error &) {
+		expect_instant_held(d, in); // the cause, rather than EIO
+		throw;
+	}
 	expect_instant_held(d, in);
 	write_disk_record(image, d, positions, true);
 	return result;
