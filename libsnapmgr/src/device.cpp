@@ -149,8 +149,10 @@ BlockDevice probe_device(unsigned major, unsigned minor)
 	d.kernel_name = dir.filename().string();
 	d.path = "/dev/" + d.kernel_name;
 	d.is_partition = fs::exists(dir / "partition");
-	if (d.is_partition)
+	if (d.is_partition) {
 		d.start_sector = read_number(dir / "start");
+		d.partition_number = unsigned(read_number(dir / "partition"));
+	}
 	const fs::path queue = d.is_partition ? dir.parent_path() / "queue" : dir / "queue";
 	d.size_bytes = read_number(dir / "size") * 512;
 	d.logical_sector_size = unsigned(read_number(queue / "logical_block_size"));

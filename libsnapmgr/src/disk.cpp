@@ -41,14 +41,6 @@ fs::path disk_path(const std::string &name) { return disks_dir() / (name + ".jso
 fs::path instant_path(const std::string &name) { return disks_dir() / (name + ".instant.json"); }
 fs::path gaps_path(const std::string &name) { return disks_dir() / (name + ".gaps"); }
 
-std::string read_sysfs_line(const fs::path &path)
-{
-	std::ifstream in(path);
-	std::string line;
-	std::getline(in, line);
-	return line;
-}
-
 json ranges_to_json(const std::vector<ByteRange> &ranges)
 {
 	json out = json::array();
@@ -352,8 +344,7 @@ DiskConfig read_disk_layout(const std::string &device)
 		const BlockDevice p = probe_device("/dev/" + kname);
 		DiskPartition q;
 		q.kernel_name = kname;
-		q.number = unsigned(std::stoul(
-			read_sysfs_line(fs::path("/sys/class/block") / kname / "partition")));
+		q.number = p.partition_number;
 		q.start_bytes = p.start_sector * 512;
 		q.size_bytes = p.size_bytes;
 		q.type = p.part_type;

@@ -34,6 +34,7 @@ struct BlockDevice {
 	std::string part_table_type; // a whole disk's: "gpt", "dos"; empty when none
 	std::string part_table_uuid;
 	std::uint64_t start_sector = 0; // a partition's first sector on its disk
+	unsigned partition_number = 0;  // a partition's number (vda2: 2)
 	std::optional<DmIdentity> dm;
 	std::vector<std::string> partitions; // kernel names
 	std::vector<std::string> holders;    // kernel names of devices stacked on it
