@@ -96,6 +96,24 @@ dev_sum() {
 }
 dev_sectors() { blockdev --getsz "$1"; }
 
+# range_sum FILE START LENGTH (bytes, multiples of 512): the bytes of a range.
+range_sum() {
+	dd if="$1" bs=512 skip=$(($2 / 512)) count=$(($3 / 512)) iflag=direct status=none 2>/dev/null ||
+		dd if="$1" bs=512 skip=$(($2 / 512)) count=$(($3 / 512)) status=none
+}
+range_md5() { range_sum "$@" | md5sum | cut -d' ' -f1; }
+# stamp DEV OFFSET TEXT: 4 KiB of TEXT at OFFSET bytes, written directly.
+stamp_bytes() { python3 -c 'import sys; sys.stdout.write((sys.argv[1] * 4096)[:4096])' "$1"; }
+stamp() {
+	stamp_bytes "$3" | dd of="$1" bs=4096 seek=$(($2 / 4096)) oflag=direct conv=notrunc status=none
+}
+# expect_stamp DEV OFFSET TEXT WHAT: the 4 KiB at OFFSET are TEXT's stamp.
+expect_stamp() {
+	[ "$(range_md5 "$1" "$2" 4096)" = "$(stamp_bytes "$3" | md5sum | cut -d' ' -f1)" ] ||
+		fail "$4: $1 at byte $2 does not hold '$3' but '$(range_sum "$1" "$2" 4096 | head -c 40 | tr -c '[:print:]' .)'"
+	echo "ok: $4"
+}
+
 # ---- cowfile helpers ----
 COWFILE_STORE=${COWFILE_STORE:-$SNAPMGR_BUILD_DIR/tools/cowfile-store/cowfile-store}
 

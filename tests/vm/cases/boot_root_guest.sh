@@ -20,16 +20,33 @@
 #                boot
 #   nostore      (harness guest) delete the store file offline
 #   gone         (dracut boot) root mounts on the raw partition, given back
+# With FS "disk", vda is an OS disk tracked whole (snapmgr track /dev/vda):
+#   image disk   (harness guest) a GPT disk: BIOS boot (stamped), an ext4
+#                root, an xfs /data, swap; the root filled as above; in a
+#                chroot of it `snapmgr track /dev/vda` with / and /data
+#                mounted (both from the next boot, their stores on
+#                themselves)
+#   disk         (dracut boot) root and /data on their wrappers, swap on;
+#                writes, snapshot of the disk, full backup into
+#                $VM_RESULTS/vda.img, writes and a delete, a second
+#                snapshot, incremental backup; what the disk held at the
+#                second instant (files, gap, table) in $VM_RESULTS/instant
+#   restored     (dracut boot of the backup image alone, by an initramfs
+#                without snapmgr) the same list of the restored disk in
+#                $VM_RESULTS/restored: the host compares the two
 # Each dracut boot leaves what the next one checks in /var/lib/boot-test.
 . "$(dirname "$0")/../lib.sh"
 here=$(cd "$(dirname "$0")/.." && pwd)
 chunkio=$here/chunkio.py
 CHUNK=65536
-VOL=vda1
 ROOT=/mnt/root
 STATE=/var/lib/boot-test/state
 phase=$1
 fs=${2:-ext4}
+VOL=vda1
+if [ "$fs" = disk ]; then
+	fs=ext4 disk=vda VOL=vda2 DATA=vda3
+fi
 export PATH=/usr/sbin:/sbin:$PATH
 
 SECONDS=0
@@ -74,18 +91,43 @@ write_file() {
 	dd if=/dev/urandom of="/var/lib/boot-test/$1" bs=1M count="$2" conv=fsync status=none
 }
 file_chunks() { python3 "$chunkio" file-chunks $CHUNK "$@" | sorted_words; }
+# disk_contents: what the OS disk holds, for the host to compare between the
+# instant and the restored image: every file the test wrote (the stores
+# excluded: an image reads them as zeros) and the partition table.
+disk_contents() {
+	(cd / && find var/lib/boot-test data -type f ! -name '.snapmgr-*.store' -print0 |
+		sort -z | xargs -0 sha256sum)
+	sfdisk --dump /dev/vda | grep -v '^device:' | sed 's/^[^ ]* : /: /'
+}
+# backup_types < BACKUP_JSON: each volume's backup type.
+backup_types() {
+	python3 -c 'import json,sys; print(" ".join(v["backup_type"] for v in json.load(sys.stdin)["volumes"]))'
+}
 
 case $phase in
 image)
 	log "partition, mkfs, fill"
-	printf 'label: gpt\n,,L\n' | sfdisk -q /dev/vda
-	for _ in $(seq 50); do [ -b /dev/vda1 ] && break; sleep 0.1; done
-	if [ "$fs" = xfs ]; then mkfs.xfs -q -f /dev/vda1; else mkfs.ext4 -q -b 4096 /dev/vda1; fi
+	if [ -n "${disk:-}" ]; then
+		sfdisk -q /dev/vda <<-'EOF'
+		label: gpt
+		start=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649, name=bios
+		size=160MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root
+		size=320MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=data
+		size=32MiB, type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F, name=swap
+		EOF
+		for _ in $(seq 50); do [ -b /dev/vda4 ] && break; sleep 0.1; done
+		stamp /dev/vda1 0 bios-at-image
+		mkfs.xfs -q -f /dev/$DATA
+		mkswap -q /dev/vda4
+	else
+		printf 'label: gpt\n,,L\n' | sfdisk -q /dev/vda
+		for _ in $(seq 50); do [ -b /dev/vda1 ] && break; sleep 0.1; done
+	fi
+	if [ "$fs" = xfs ]; then mkfs.xfs -q -f /dev/$VOL; else mkfs.ext4 -q -b 4096 /dev/$VOL; fi
 	mkdir -p $ROOT
-	mkdir -p $ROOT
-	mount /dev/vda1 $ROOT
+	mount /dev/$VOL $ROOT
 	on_exit "umount -R $ROOT"
-	mkdir -p $ROOT/{vm,proc,sys,dev,run,tmp,usr,host,.vm/usr-upper,.vm/usr-work,var/tmp,root,boot}
+	mkdir -p $ROOT/{vm,proc,sys,dev,run,tmp,usr,host,.vm/usr-upper,.vm/usr-work,var/tmp,root,boot,data}
 	cp /bin/busybox $ROOT/vm/busybox
 	cp "$here/boot/vm-init" $ROOT/vm-init
 	# What vm-init needs before it has the host's /usr (and modprobe).
@@ -101,9 +143,15 @@ image)
 	for d in bin sbin lib lib64; do ln -s usr/$d $ROOT/$d; done
 	cp -a /etc $ROOT/etc
 	rm -rf $ROOT/etc/snapmgr
-	uuid=$(blkid -s UUID -o value /dev/vda1)
+	uuid=$(blkid -s UUID -o value /dev/$VOL)
 	echo "$uuid" > $ROOT/etc/boot-test-uuid
 	echo "UUID=$uuid / $fs defaults 0 1" > $ROOT/etc/fstab
+	if [ -n "${disk:-}" ]; then
+		data_uuid=$(blkid -s UUID -o value /dev/$DATA)
+		echo "$data_uuid" > $ROOT/etc/boot-test-data-uuid
+		echo "UUID=$data_uuid /data xfs defaults 0 2" >> $ROOT/etc/fstab
+		mount /dev/$DATA $ROOT/data
+	fi
 	# The same /usr the booted system has: the host's, with an upper
 	# layer on this root for what is installed.
 	mount -t overlay -o lowerdir=/usr,upperdir=$ROOT/.vm/usr-upper,workdir=$ROOT/.vm/usr-work \
@@ -117,16 +165,32 @@ image)
 	log "install snapmgr into the new root"
 	# The tree the host staged with `cmake --install --strip` and depmod.
 	tar -C "$SNAPMGR_STAGE" -cf - . | tar -C $ROOT --keep-directory-symlink -xf -
-	log "snapmgr track / (root is mounted: tracking starts at the next boot)"
-	chroot $ROOT snapmgr --json track / > /tmp/track.json
-	cat /tmp/track.json
-	expect_eq "$(json_get '["outcome"]' < /tmp/track.json)" next_boot "track / of a mounted root"
-	expect_eq "$(json_get '["name"]' < /tmp/track.json)" $VOL "volume name"
+	if [ -n "${disk:-}" ]; then
+		log "snapmgr track /dev/$disk (/ and /data are mounted: tracked from the next boot)"
+		chroot $ROOT snapmgr --json track /dev/$disk > /tmp/track.json
+		cat /tmp/track.json
+		roles=$(python3 -c 'import json,sys; print(" ".join(p["role"] for p in json.load(sys.stdin)["partitions"]))' \
+			< /tmp/track.json)
+		expect_eq "$roles" "live tracked tracked zeros" "roles of the OS disk's partitions"
+		expect_eq "$(json_get '["volumes"][0]["outcome"]' < /tmp/track.json) $(json_get '["volumes"][1]["outcome"]' < /tmp/track.json)" \
+			"next_boot next_boot" "the mounted partitions are tracked from the next boot"
+		test -f $ROOT/data/.snapmgr-$DATA.store || fail "no store at the root of /data"
+		test -f $ROOT/etc/snapmgr/volumes/$DATA.conf || fail "no configuration of /data"
+		test -f $ROOT/etc/snapmgr/disks/$disk.json || fail "no configuration of the disk"
+		umount $ROOT/data
+	else
+		log "snapmgr track / (root is mounted: tracking starts at the next boot)"
+		chroot $ROOT snapmgr --json track / > /tmp/track.json
+		cat /tmp/track.json
+		expect_eq "$(json_get '["outcome"]' < /tmp/track.json)" next_boot "track / of a mounted root"
+		expect_eq "$(json_get '["name"]' < /tmp/track.json)" $VOL "volume name"
+	fi
 	test -f $ROOT/.snapmgr-$VOL.store || fail "no store at the root of the filesystem"
 	test -f $ROOT/etc/snapmgr/volumes/$VOL.conf || fail "no configuration in the new root's /etc"
 	# The host builds the initramfs next, with the root's own dracut in a
 	# chroot of it (multiboot/root_on_tracked_partition).
 	echo "$uuid" > "$VM_RESULTS/root-uuid"
+	echo "${VOL#vda}" > "$VM_RESULTS/root-partition"
 	echo "$VM_KERNEL_RELEASE" > "$VM_RESULTS/kernel-release"
 	log "image done"
 	;;
@@ -206,6 +270,74 @@ back)
 	expect_eq "$(dmsetup table $VOL | awk '{print $3}')" cowfile "the wrapper stays until the next boot"
 	# The phases after this one need the volume configured.
 	cp /var/lib/boot-test/conf /etc/snapmgr/volumes/$VOL.conf
+	;;
+
+disk)
+	expect_root_on_wrapper
+	if [ "$(dmsetup table $DATA 2>/dev/null | awk '{print $3}')" != cowfile ]; then
+		snapmgr status $DATA || true
+		udevadm info --query=property /dev/$DATA || true
+		fail "/data is not on its wrapper"
+	fi
+	mount UUID="$(cat /etc/boot-test-data-uuid)" /data
+	expect_eq "$(dmsetup info -c --noheadings -o name "$(findmnt -n -o SOURCE /data)" 2>/dev/null)" $DATA \
+		"/data is mounted from its wrapper"
+	swapon /dev/vda4
+	snapmgr --json status $disk > /tmp/status.json
+	expect_eq "$(json_get '["table_changed"]' < /tmp/status.json)" None "the partition table, as tracked"
+	log "writes, snapshot of the disk, full backup"
+	write_file kept 8
+	write_file deleted 4
+	dd if=/dev/urandom of=/data/kept bs=1M count=24 conv=fsync status=none
+	stamp /dev/vda $((512 << 10)) gap-first
+	snapmgr --json snapshot $disk > /tmp/snapshot.json
+	write_file after-first 2
+	snapmgr --json backup $disk "$VM_RESULTS/$disk.img" > /tmp/backup1.json
+	cat /tmp/backup1.json
+	expect_eq "$(backup_types < /tmp/backup1.json)" "full full" "the first backup of each tracked partition"
+	snapmgr release $disk
+	log "writes and a delete, second snapshot, incremental backup"
+	rm /var/lib/boot-test/deleted
+	dd if=/dev/urandom of=/data/kept bs=1M seek=4 count=2 conv=notrunc,fsync status=none
+	write_file second 4
+	dd if=/dev/urandom of=/data/second bs=1M count=8 conv=fsync status=none
+	stamp /dev/vda $((512 << 10)) gap-at-instant
+	sync
+	disk_contents > "$VM_RESULTS/instant"
+	snapmgr --json snapshot $disk > /tmp/snapshot.json
+	cat /tmp/snapshot.json
+	log "writes after the instant: none of them may reach the backup"
+	write_file late 2
+	dd if=/dev/urandom of=/data/kept bs=1M count=1 conv=notrunc,fsync status=none
+	dd if=/dev/urandom of=/data/late bs=1M count=2 conv=fsync status=none
+	stamp /dev/vda $((512 << 10)) gap-late
+	stamp /dev/vda1 0 bios-live
+	snapmgr --json backup $disk "$VM_RESULTS/$disk.img" > /tmp/backup2.json
+	cat /tmp/backup2.json
+	expect_eq "$(backup_types < /tmp/backup2.json)" "incremental incremental" "the second backup"
+	copied=$(json_get '["copied_bytes"]' < /tmp/backup2.json)
+	[ "$copied" -lt $((64 << 20)) ] || fail "the incremental backup copied $copied bytes"
+	expect_eq "$(python3 -c 'import json,sys; print(" ".join("%d+%d" % (r["start"], r["length"]) for r in json.load(sys.stdin)["live"]))' \
+		< /tmp/backup2.json)" "1048576+1048576" \
+		"what the backup says is not from the instant: the BIOS boot partition"
+	snapmgr release $disk
+	swapoff /dev/vda4
+	umount /data
+	;;
+
+restored)
+	expect_eq "$(readlink -f "$(root_source)")" /dev/$VOL "root is mounted from the restored disk's partition"
+	expect_eq "$(ls /sys/block | grep -c '^dm-' || true)" 0 "no device-mapper device"
+	# As after a power cut: the frozen xfs has its log to replay, at mount.
+	mount /dev/$DATA /data
+	disk_contents > "$VM_RESULTS/restored"
+	umount /data
+	xfs_repair -n /dev/$DATA > /tmp/repair.log 2>&1 || { cat /tmp/repair.log; fail "xfs_repair -n of /data"; }
+	echo "ok: xfs_repair -n finds /data clean"
+	expect_stamp /dev/vda $((512 << 10)) gap-at-instant "the gap holds what it held at the instant"
+	expect_stamp /dev/vda1 0 bios-live "the BIOS boot partition holds what the backup read live"
+	cmp -s -n "$(blockdev --getsize64 /dev/vda4)" /dev/vda4 /dev/zero || fail "the swap partition is not zeros"
+	echo "ok: the swap partition is zeros"
 	;;
 
 nostore)

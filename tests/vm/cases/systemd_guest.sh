@@ -135,7 +135,8 @@ install)
 	dracut -f > /tmp/dracut.log 2>&1 || { cat /tmp/dracut.log; fail "dracut -f"; }
 	lsinitrd > /tmp/lsinitrd
 	for f in usr/sbin/snapmgr etc/snapmgr/volumes/$ROOT.conf etc/snapmgr/volumes/$LV.conf dm-cowfile.ko \
-		pre-pivot/50-snapmgr-needshutdown.sh shutdown/20-snapmgr-shutdown.sh \
+		pre-pivot/40-snapmgr-attach-pending.sh pre-pivot/50-snapmgr-needshutdown.sh \
+		shutdown/20-snapmgr-shutdown.sh \
 		"[0-9][0-9]-snapmgr.rules" 69-snapmgr-initqueue.rules; do
 		grep -q "$f" /tmp/lsinitrd || fail "the initramfs lacks $f"
 	done

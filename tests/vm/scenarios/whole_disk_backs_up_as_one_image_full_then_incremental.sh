@@ -12,17 +12,6 @@
 . "$(dirname "$0")/../lib.sh"
 
 json_get() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(d'"$1"')'; }
-# range_sum FILE START LENGTH (bytes, multiples of 512): md5 of a range.
-range_sum() {
-	dd if="$1" bs=512 skip=$(($2 / 512)) count=$(($3 / 512)) iflag=direct status=none 2>/dev/null ||
-		dd if="$1" bs=512 skip=$(($2 / 512)) count=$(($3 / 512)) status=none
-}
-range_md5() { range_sum "$@" | md5sum | cut -d' ' -f1; }
-# stamp DEV OFFSET TEXT: 4 KiB of TEXT at OFFSET bytes, written directly.
-stamp() {
-	python3 -c 'import sys; sys.stdout.write((sys.argv[1] * 4096)[:4096])' "$3" |
-		dd of="$1" bs=4096 seek=$(($2 / 4096)) oflag=direct conv=notrunc status=none
-}
 
 load_modules
 mount_store_fs 200M
