@@ -14,11 +14,15 @@ void add_changes(CLI::App &app, Context &ctx)
 	auto args = std::make_shared<Args>();
 	auto cmd = app.add_subcommand("changes",
 				      "Byte ranges written since a position (or \"full\")");
-	cmd->add_option("VOLUME", args->name, "Volume name")->required();
+	cmd->add_option("VOLUME", args->name, "Volume name (or a tracked disk's)")->required();
 	cmd->add_option("--since", args->since,
-			"GENERATION:EPOCH, as snapshot and backup print it (none: full)");
+			"GENERATION:EPOCH, as snapshot and backup print it (none: full); "
+			"for a disk VOLUME=GENERATION:EPOCH,...");
 	cmd->callback([&ctx, args] {
 		ctx.run = [&ctx, args] {
+			if (names_disk(args->name))
+				return report_disk_changes(
+					disk_changes(args->name, parse_disk_position(args->since)), ctx);
 			std::optional<Position> since;
 			if (!args->since.empty())
 				since = Position::parse(args->since);

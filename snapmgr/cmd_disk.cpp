@@ -2,6 +2,8 @@
 // disk, and snapshot, release, backup and untrack of a tracked disk's name.
 #include "command.hpp"
 
+#include <numeric>
+
 namespace snapmgr::cli {
 
 namespace {
@@ -71,6 +73,10 @@ int report_disk_tracked(const DiskTrackResult &r, bool no_monitor, const Context
 
 int report_disk_snapshot(const DiskSnapshotResult &r, const Context &ctx)
 {
+	std::string position;
+	for (const auto &v : r.volumes)
+		position += fmt::format("{}{}={}:{}", position.empty() ? "" : ",", v.name,
+					v.generation, v.epoch);
 	if (ctx.as_json) {
 		json volumes = json::array();
 		for (const auto &v : r.volumes)
@@ -78,6 +84,7 @@ int report_disk_snapshot(const DiskSnapshotResult &r, const Context &ctx)
 					   {"image", v.image},
 					   {"position", fmt::format("{}:{}", v.generation, v.epoch)}});
 		ctx.print_json({{"disk", r.name},
+				{"position", position},
 				{"volumes", volumes},
 				{"captured_bytes", r.captured_bytes},
 				{"live", ranges_json(r.live)}});
@@ -87,6 +94,7 @@ int report_disk_snapshot(const DiskSnapshotResult &r, const Context &ctx)
 		fmt::print("{}: {}: snapshot of epoch {} at {}\n", r.name, v.name, v.epoch, v.image);
 	fmt::print("{}: {} bytes outside the partitions read at the instant\n", r.name,
 		   r.captured_bytes);
+	fmt::print("{}: position {}\n", r.name, position);
 	for (const auto &l : r.live)
 		fmt::print("{}: bytes {}+{} are not frozen: a backup reads them live\n", r.name,
 			   l.start, l.length);
@@ -95,6 +103,9 @@ int report_disk_snapshot(const DiskSnapshotResult &r, const Context &ctx)
 
 int report_disk_backup(const DiskBackupResult &r, const Context &ctx)
 {
+	DiskPosition position;
+	for (const auto &v : r.volumes)
+		position[v.name] = v.position;
 	if (ctx.as_json) {
 		json volumes = json::array();
 		for (const auto &v : r.volumes)
@@ -106,6 +117,7 @@ int report_disk_backup(const DiskBackupResult &r, const Context &ctx)
 					   {"copied_bytes", v.copied_bytes},
 					   {"ranges", v.ranges}});
 		ctx.print_json({{"disk", r.name},
+				{"position", to_string(position)},
 				{"image", r.image.string()},
 				{"size_bytes", r.size_bytes},
 				{"copied_bytes", r.copied_bytes},
@@ -121,8 +133,42 @@ int report_disk_backup(const DiskBackupResult &r, const Context &ctx)
 	for (const auto &l : r.live)
 		fmt::print("{}: bytes {}+{} copied from the live disk, not from the instant\n",
 			   r.name, l.start, l.length);
-	fmt::print("{}: disk image {} ({} bytes), {} bytes copied\n", r.name, r.image.string(),
-		   r.size_bytes, r.copied_bytes);
+	fmt::print("{}: disk image {} ({} bytes), {} bytes copied, position {}\n", r.name,
+		   r.image.string(), r.size_bytes, r.copied_bytes, to_string(position));
+	return exit_ok;
+}
+
+int report_disk_changes(const DiskChanges &c, const Context &ctx)
+{
+	std::uint64_t total = 0;
+	for (const auto &r : c.ranges)
+		total += r.length;
+	if (ctx.as_json) {
+		json volumes = json::array();
+		for (const auto &v : c.volumes)
+			volumes.push_back({{"name", v.name},
+					   {"backup_type", v.set.full ? "full" : "incremental"},
+					   {"full_reason", v.set.full_reason},
+					   {"position", v.now.to_string()},
+					   {"chunk_bytes", v.chunk_bytes}});
+		ctx.print_json({{"disk", c.name},
+				{"position", to_string(c.now)},
+				{"size_bytes", c.size_bytes},
+				{"changed_bytes", total},
+				{"volumes", volumes},
+				{"untracked", ranges_json(c.untracked)},
+				{"ranges", ranges_json(c.ranges)}});
+		return exit_ok;
+	}
+	for (const auto &v : c.volumes)
+		fmt::print("{}: {}: {}\n", c.name, v.name,
+			   v.set.full ? "full: " + v.set.full_reason : std::string("incremental"));
+	fmt::print("{}: {} bytes in {} ranges, of which {} bytes outside the tracked partitions\n",
+		   c.name, total, c.ranges.size(),
+		   std::accumulate(c.untracked.begin(), c.untracked.end(), std::uint64_t(0),
+				   [](std::uint64_t n, const ByteRange &r) { return n + r.length; }));
+	for (const auto &r : c.ranges)
+		fmt::print("{} {}\n", r.start, r.length);
 	return exit_ok;
 }
 

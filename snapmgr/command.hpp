@@ -75,6 +75,7 @@ int report_disk_tracked(const DiskTrackResult &r, bool no_monitor, const Context
 int report_disk_snapshot(const DiskSnapshotResult &r, const Context &ctx);
 int report_disk_backup(const DiskBackupResult &r, const Context &ctx);
 int report_disk_status(const DiskStatus &s, const Context &ctx);
+int report_disk_changes(const DiskChanges &c, const Context &ctx);
 
 json to_json(const VolumeStatus &s);
 json to_json(const TrackResult &r);

@@ -555,6 +555,82 @@ DiskStatus disk_status(const std::string &name)
 	return s;
 }
 
+std::string to_string(const DiskPosition &position)
+{
+	std::string out;
+	for (const auto &[volume, at] : position)
+		out += (out.empty() ? "" : ",") + volume + "=" + at.to_string();
+	return out;
+}
+
+DiskPosition parse_disk_position(std::string_view text)
+{
+	DiskPosition out;
+	while (!text.empty()) {
+		const std::string_view item = text.substr(0, text.find(','));
+		text.remove_prefix(std::min(text.size(), item.size() + 1));
+		const auto eq = item.find('=');
+		if (eq == std::string_view::npos || eq == 0)
+			throw UsageError(std::string(item), EINVAL,
+					 fmt::format("a disk's position is VOLUME=GENERATION:EPOCH "
+						     "for each of its volumes, separated by commas; "
+						     "\"{}\" is not one",
+						     item));
+		const std::string volume(item.substr(0, eq));
+		if (!out.emplace(volume, Position::parse(item.substr(eq + 1))).second)
+			throw UsageError(volume, EINVAL,
+					 fmt::format("volume {} is named twice in the position", volume));
+	}
+	return out;
+}
+
+DiskChanges disk_changes(const std::string &name, const DiskPosition &since)
+{
+	const DiskConfig d = load_disk_or_throw(name);
+	expect_same_layout(d);
+	for (const auto &[volume, at] : since)
+		if (!std::any_of(d.partitions.begin(), d.partitions.end(),
+				 [&](const auto &p) { return p.volume == volume; }))
+			throw UsageError(volume, ENOENT,
+					 fmt::format("{} is no volume of disk {}", volume, name));
+	DiskChanges out;
+	out.name = name;
+	out.size_bytes = d.size_bytes;
+	std::vector<ByteRange> all;
+	for (const auto &p : d.partitions) {
+		if (p.role == PartitionRole::live)
+			out.untracked.push_back({p.start_bytes, p.size_bytes});
+		if (p.role != PartitionRole::tracked)
+			continue;
+		auto it = since.find(p.volume);
+		Changes c = changes(p.volume, it == since.end() ? std::nullopt
+							       : std::optional<Position>(it->second));
+		if (it == since.end())
+			c.set.full_reason = fmt::format("no position of {} was given", p.volume);
+		if (c.set.full)
+			c.set.ranges = {{0, p.size_bytes}};
+		for (const auto &r : c.set.ranges)
+			all.push_back({p.start_bytes + r.start, r.length});
+		out.now[p.volume] = c.now;
+		out.volumes.push_back(std::move(c));
+	}
+	for (const auto &g : disk_gaps(d))
+		out.untracked.push_back(g);
+	std::sort(out.untracked.begin(), out.untracked.end(),
+		  [](const auto &a, const auto &b) { return a.start < b.start; });
+	all.insert(all.end(), out.untracked.begin(), out.untracked.end());
+	std::sort(all.begin(), all.end(), [](const auto &a, const auto &b) { return a.start < b.start; });
+	for (const auto &r : all) {
+		if (!out.ranges.empty() && out.ranges.back().start + out.ranges.back().length >= r.start) {
+			auto &last = out.ranges.back();
+			last.length = std::max(last.start + last.length, r.start + r.length) - last.start;
+		} else {
+			out.ranges.push_back(r);
+		}
+	}
+	return out;
+}
+
 DiskSnapshotResult snapshot_disk(const std::string &name, const Logger &log)
 {
 	const DiskConfig d = load_disk_or_throw(name);

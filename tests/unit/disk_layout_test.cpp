@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "snapmgr/disk.hpp"
+#include "snapmgr/error.hpp"
 
 using namespace snapmgr;
 
@@ -97,4 +98,21 @@ TEST(DiskLayoutTest, EveryChangeOfTheTableIsADifference)
 		d.partitions[1].fs_type = "xfs";
 		d.partitions[1].role = PartitionRole::tracked;
 	}));
+}
+
+TEST(DiskLayoutTest, ADiskPositionIsEachVolumesAndReadsBackAsWritten)
+{
+	const std::string a = "0b500e38-4e02-4e13-a291-63bb8749ed2b:3";
+	const std::string b = "256e1f94-c4b7-43cb-8a5c-7b81fe9ade2b:12";
+	const DiskPosition p = parse_disk_position("vda3=" + b + ",vda2=" + a);
+	ASSERT_EQ(p.size(), 2u);
+	EXPECT_EQ(p.at("vda2").epoch, 3u);
+	EXPECT_EQ(p.at("vda3").to_string(), b);
+	EXPECT_EQ(to_string(p), "vda2=" + a + ",vda3=" + b);
+	EXPECT_EQ(parse_disk_position(to_string(p)).at("vda2").to_string(), a);
+	EXPECT_TRUE(parse_disk_position("").empty());
+	EXPECT_THROW(parse_disk_position(a), UsageError);
+	EXPECT_THROW(parse_disk_position("vda2=" + a + ",vda2=" + a), UsageError);
+	EXPECT_THROW(parse_disk_position("vda2=" + a + ",=" + b), UsageError);
+	EXPECT_THROW(parse_disk_position("vda2=12"), UsageError);
 }

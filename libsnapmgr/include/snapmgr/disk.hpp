@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -95,6 +96,29 @@ struct DiskStatus {
 	std::vector<VolumeStatus> volumes; // the tracked partitions', in disk order
 };
 DiskStatus disk_status(const std::string &name);
+
+// A disk's position: each tracked partition's, written
+// "vda2=<uuid>:<epoch>,vda3=<uuid>:<epoch>" (as snapshot and backup of the
+// disk print it).
+using DiskPosition = std::map<std::string, Position>;
+std::string to_string(const DiskPosition &position);
+// Throws UsageError when text is not VOLUME=GENERATION:EPOCH[,...].
+DiskPosition parse_disk_position(std::string_view text);
+
+struct DiskChanges {
+	std::string name;
+	std::uint64_t size_bytes = 0;
+	DiskPosition now;
+	std::vector<Changes> volumes;     // each tracked partition's, on the partition
+	std::vector<ByteRange> untracked; // outside the tracked partitions, swap excepted
+	std::vector<ByteRange> ranges;    // all of it on the disk, by start, merged
+};
+// What a backup of the disk since `since` copies: each tracked partition's
+// changes at its offset (the whole partition when `since` has no position
+// of it or its changes are full), and, every time, what no tracked
+// partition covers but swap (the gaps and the partitions copied live:
+// nothing tracks their writes). Refused when the table changed.
+DiskChanges disk_changes(const std::string &name, const DiskPosition &since);
 
 struct DiskSnapshotResult {
 	std::string name;

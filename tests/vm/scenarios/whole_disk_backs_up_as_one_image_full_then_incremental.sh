@@ -165,6 +165,37 @@ check_image /tmp/disk.img
 check_files /tmp/disk.img "$sum2b" "$sum3" "$sum3b"
 "$SNAPMGR" --json backup --full "$d" /tmp/full2.img > /dev/null
 expect_eq "$(dev_sum /tmp/disk.img)" "$(dev_sum /tmp/full2.img)" "incremental disk image equals a full one"
+
+log "changes of the disk since the first backup"
+"$SNAPMGR" --json changes "$d" --since "$(json_get "['position']" < /tmp/b1.json)" > /tmp/changes.json
+expect_eq "$(json_get "['position']" < /tmp/changes.json)" "$(json_get "['position']" < /tmp/b2.json)" \
+	"the changes end at the held snapshot, where the second backup ended"
+# covered START LENGTH...: every range given is inside the ranges of changes.json.
+covered() {
+	python3 -c 'import json,sys
+r = json.load(open("/tmp/changes.json"))["ranges"]
+a = list(map(int, sys.argv[1:]))
+for s, n in zip(a[::2], a[1::2]):
+    if not any(x["start"] <= s and s + n <= x["start"] + x["length"] for x in r):
+        sys.exit("not covered: %d+%d" % (s, n))' "$@"
+}
+read -r -a b_extents <<< "$(python3 "$SNAPMGR_SOURCE_DIR/tests/vm/chunkio.py" file-extents /mnt/p3/b |
+	tr ':\n' '  ')"
+shifted=()
+for ((i = 0; i < ${#b_extents[@]}; i += 2)); do
+	shifted+=($((p3_start + b_extents[i])) "${b_extents[i + 1]}")
+done
+covered "${shifted[@]}" || fail "changes miss file b, written between the backups"
+covered $((512 << 10)) 4096 $((1 << 20)) $((1 << 20)) || fail "changes miss the gap or the boot partition"
+! covered "$p4_start" 4096 2>/dev/null || fail "changes name the swap partition"
+changed=$(json_get "['changed_bytes']" < /tmp/changes.json)
+[ "$changed" -ge $((12 << 20)) ] && [ "$changed" -lt $((disk_size / 4)) ] ||
+	fail "changes of the disk: $changed bytes of $disk_size (12 MiB were written)"
+echo "ok: changes of the disk cover file b, the gap and the boot partition, not swap ($changed bytes)"
+"$SNAPMGR" --json changes "$d" > /tmp/changes.json
+expect_eq "$(json_get "['changed_bytes']" < /tmp/changes.json)" $((disk_size - p4_size)) \
+	"changes of the disk without a position: all of it but swap"
+expect_fail -s 2 "changes since a position of another volume" "$SNAPMGR" changes "$d" --since "vdz9=$(json_get "['volumes'][0]['position']" < /tmp/b1.json)"
 expect_fail -s 2 "a snapshot of a disk that holds one" "$SNAPMGR" snapshot "$d"
 expect_fail -s 2 "untrack of a disk that holds a snapshot" "$SNAPMGR" untrack "$d"
 expect_eq "$(dmsetup table "${d}p2" | awk '{print $3}')" cowfile "${d}p2 after the refused untrack"
