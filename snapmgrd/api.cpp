@@ -12,6 +12,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -22,8 +23,10 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "disk_group.hpp"
 #include "inventory.hpp"
 #include "snapmgr/device.hpp"
+#include "snapmgr/disk.hpp"
 #include "snapmgr/error.hpp"
 #include "snapmgr/volume.hpp"
 
@@ -163,6 +166,36 @@ std::map<std::string, VolumeStatus> volumes_by_disk()
 	return out;
 }
 
+// The tracked disk groups (partitioned disks), by disk id.
+std::map<std::string, DiskConfig> disk_groups()
+{
+	std::map<std::string, DiskConfig> out;
+	for (auto &d : load_all_disk_configs())
+		out.emplace(d.name, std::move(d));
+	return out;
+}
+
+std::vector<VolumeStatus> members_of(const DiskConfig &d)
+{
+	std::vector<VolumeStatus> out;
+	for (const auto &p : d.partitions)
+		if (p.role == PartitionRole::tracked)
+			out.push_back(status(p.volume));
+	return out;
+}
+
+// Where a group's partitions hold their snapshots now (only those that
+// hold an active one).
+DiskPosition held_positions(const std::vector<VolumeStatus> &members)
+{
+	DiskPosition out;
+	for (const auto &v : members)
+		if (v.kernel && v.kernel->snap_state == SnapState::active)
+			if (auto g = parse_uuid(v.kernel->generation))
+				out[v.name] = Position{*g, v.kernel->snap_epoch};
+	return out;
+}
+
 json device_json(const std::string &path)
 {
 	auto number = device_number(path);
@@ -180,6 +213,26 @@ std::string state_of(const RecordedDisk &d, const VolumeStatus &v)
 	if (!v.kernel || v.kernel->generation != d.generation || v.kernel->snap_epoch != d.epoch)
 		return "gone";
 	return v.kernel->snap_state == SnapState::active ? "active" : "invalid";
+}
+
+// A recorded disk group's snapshot: "active" while every partition holds
+// the recorded group position, "invalid" when one's was invalidated,
+// "gone" otherwise (released, taken again, the group untracked).
+std::string group_state(const RecordedDisk &d)
+{
+	auto group = load_disk_config(d.disk);
+	if (!group)
+		return "gone";
+	const auto members = members_of(*group);
+	for (const auto &v : members)
+		if (v.kernel && v.kernel->snap_state == SnapState::invalid)
+			return "invalid";
+	const DiskPosition held = held_positions(members);
+	const GroupPosition now = group_position(held);
+	if (held.size() != members.size() || now.generation != d.generation ||
+	    now.number != d.epoch || !disk_snapshot_held(d.disk))
+		return "gone";
+	return "active";
 }
 
 // A recorded volume's status, or an empty one (no kernel status, so its
@@ -201,6 +254,16 @@ json snapshot_json(const SnapshotRecord &r)
 {
 	json volumes = json::array();
 	for (const auto &d : r.disks) {
+		if (d.volume.empty()) { // a disk group: no one device holds its image
+			json original = device_json("/dev/" + d.disk);
+			original["tracking_id"] = d.disk;
+			volumes.push_back({{"snapshot_number", d.epoch},
+					   {"generation_id", d.generation},
+					   {"original_device", original},
+					   {"snapshot_image", device_json("")},
+					   {"state", group_state(d)}});
+			continue;
+		}
 		VolumeStatus v = status_of(d);
 		json original = device_json(v.config.device);
 		original["tracking_id"] = d.disk;
@@ -227,6 +290,12 @@ Held held(const SnapshotRecord &r, const std::string &disk)
 			      [&disk](const auto &x) { return x.disk == disk; });
 	if (d == r.disks.end())
 		throw HttpError(404, fmt::format("could not find volume snapshot for {}", disk));
+	if (d->volume.empty()) {
+		const std::string state = group_state(*d);
+		if (state != "active")
+			throw HttpError(409, fmt::format("the snapshot of {} is {}", disk, state));
+		return {*d, {}};
+	}
 	VolumeStatus v = status_of(*d);
 	const std::string state = state_of(*d, v);
 	if (state != "active" || v.image.empty())
@@ -324,12 +393,15 @@ Body body_of(Response &res, const std::vector<ByteRange> &ranges, std::uint64_t 
 	return body;
 }
 
-// Streams the image device: ranges are answered here, not by httplib (its
-// multipart parts give the total size as 0 when the body comes from a
-// provider). Reads are 1 MiB at most, so a download holds 1 MiB however
-// large the range; each download has its own descriptor and no lock, so
-// any number run at once.
-void stream_image(const Request &req, Response &res, const std::string &image)
+// What a download reads: an image device, or a disk group's image made of
+// several (DiskImageReader). read() answers as pread does.
+struct ImageSource {
+	std::string name;
+	std::uint64_t size = 0;
+	std::function<ssize_t(char *, std::size_t, std::uint64_t)> read;
+};
+
+ImageSource device_source(const std::string &image)
 {
 	int raw = ::open(image.c_str(), O_RDONLY | O_CLOEXEC);
 	if (raw < 0)
@@ -341,7 +413,33 @@ void stream_image(const Request &req, Response &res, const std::string &image)
 	const off_t end = ::lseek(*fd, 0, SEEK_END);
 	if (end < 0)
 		throw Error(image, errno, fmt::format("{}: {}", image, std::strerror(errno)));
-	const std::uint64_t size = std::uint64_t(end);
+	return {image, std::uint64_t(end), [fd](char *buffer, std::size_t n, std::uint64_t at) {
+			return ::pread(*fd, buffer, n, off_t(at));
+		}};
+}
+
+ImageSource disk_group_source(const std::string &disk)
+{
+	auto reader = std::make_shared<const DiskImageReader>(disk);
+	return {disk, reader->size(), [reader, disk](char *buffer, std::size_t n, std::uint64_t at) {
+			try {
+				return ssize_t(reader->read(reinterpret_cast<std::uint8_t *>(buffer), n, at));
+			} catch (const std::exception &e) {
+				log_line(fmt::format("disk {}: {}", disk, e.what()));
+				errno = EIO;
+				return ssize_t(-1);
+			}
+		}};
+}
+
+// Streams the image: ranges are answered here, not by httplib (its
+// multipart parts give the total size as 0 when the body comes from a
+// provider). Reads are 1 MiB at most, so a download holds 1 MiB however
+// large the range; each download has its own descriptors and no lock, so
+// any number run at once.
+void stream_image(const Request &req, Response &res, ImageSource source)
+{
+	const std::uint64_t size = source.size;
 	res.set_header("Accept-Ranges", "bytes");
 	std::vector<ByteRange> ranges;
 	try {
@@ -359,9 +457,10 @@ void stream_image(const Request &req, Response &res, const std::string &image)
 	for (const auto &p : *pieces)
 		length += p.size();
 	auto buffer = std::make_shared<std::vector<char>>(std::size_t(1) << 20);
+	auto from = std::make_shared<ImageSource>(std::move(source));
 	res.set_content_provider(
 		length, body.type,
-		[fd, buffer, pieces, image](std::size_t offset, std::size_t want, httplib::DataSink &sink) {
+		[from, buffer, pieces](std::size_t offset, std::size_t want, httplib::DataSink &sink) {
 			std::uint64_t at = offset;
 			auto p = pieces->begin();
 			for (; p != pieces->end() && at >= p->size(); ++p)
@@ -371,9 +470,9 @@ void stream_image(const Request &req, Response &res, const std::string &image)
 			const std::size_t n = std::size_t(std::min<std::uint64_t>({want, p->size() - at, buffer->size()}));
 			if (!p->text.empty())
 				return sink.write(p->text.data() + at, n);
-			const ssize_t got = ::pread(*fd, buffer->data(), n, off_t(p->data.start + at));
+			const ssize_t got = from->read(buffer->data(), n, p->data.start + at);
 			if (got <= 0) {
-				log_line(fmt::format("reading {} at {}: {}", image, p->data.start + at,
+				log_line(fmt::format("reading {} at {}: {}", from->name, p->data.start + at,
 						     got < 0 ? std::strerror(errno) : "end of device"));
 				return false; // the connection is closed: the client sees it short
 			}
@@ -396,9 +495,53 @@ std::vector<std::string> disks_asked(const std::string &body)
 	return it->get<std::vector<std::string>>();
 }
 
+// The changes of a disk group's snapshot since an earlier one of the same
+// group (its generation_id and snapshot_number): each partition's at its
+// offset, and every time what no partition tracks (DiskChanges).
+json group_changes(const RecordedDisk &d, const std::string &snapshot_id,
+		   const std::string &generation, std::uint64_t number)
+{
+	const auto group = load_disk_config(d.disk);
+	if (!group)
+		throw HttpError(409, fmt::format("disk {} is not tracked any more", d.disk));
+	const DiskPosition now = held_positions(members_of(*group));
+	std::optional<DiskPosition> since;
+	std::string reason;
+	if (!generation.empty() && number > 0) {
+		since = members_at({generation, number}, now);
+		if (!since)
+			reason = "the disk's partitions changed generation or were snapshotted apart "
+				 "since that snapshot";
+	}
+	const DiskChanges c = disk_changes(d.disk, since.value_or(DiskPosition{}));
+	if (group_position(c.now).generation != d.generation || group_position(c.now).number != d.epoch)
+		throw HttpError(409, fmt::format("{} no longer holds this snapshot", d.disk));
+	// Full unless every partition is incremental: then one range covers
+	// the whole disk, swap included, as for a disk without partitions.
+	bool full = !since;
+	std::uint32_t chunk = 0;
+	for (const auto &v : c.volumes) {
+		if (since && v.set.full && !full)
+			reason = fmt::format("{}: {}", v.name, v.set.full_reason);
+		full = full || v.set.full;
+		chunk = chunk ? std::min(chunk, v.chunk_bytes) : v.chunk_bytes;
+	}
+	json ranges = json::array();
+	for (const auto &range : full ? std::vector<ByteRange>{{0, c.size_bytes}} : c.ranges)
+		ranges.push_back({{"start_offset", range.start}, {"length", range.length}});
+	json out = {{"tracked_disk_id", d.disk},
+		    {"snapshot_id", snapshot_id},
+		    {"cbt_block_size_bytes", chunk},
+		    {"backup_type", full ? "full" : "incremental"},
+		    {"ranges", ranges}};
+	if (full && !reason.empty())
+		out["full_backup_reason"] = reason;
+	return out;
+}
+
 } // namespace
 
-void Agent::release_when_closed(const std::string &volume)
+void Agent::release_when_closed(const std::function<void()> &release)
 {
 	// A download of the image keeps it open; the reference's DELETE waits
 	// for a download to end (it holds the download's lock), so wait too,
@@ -406,7 +549,7 @@ void Agent::release_when_closed(const std::string &volume)
 	const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(config_.write_timeout);
 	for (;;) {
 		try {
-			return release(volume);
+			return release();
 		} catch (const UsageError &e) {
 			if (e.error_number() != EBUSY || std::chrono::steady_clock::now() >= deadline)
 				throw;
@@ -454,6 +597,22 @@ TrackResult Agent::map(const std::string &disk, const fs::path &location)
 	return r;
 }
 
+DiskConfig Agent::map_disk(const std::string &disk, const fs::path &location)
+{
+	TrackOptions options;
+	options.device = "/dev/" + disk;
+	options.store = location;
+	options.store_bytes = config_.store_bytes;
+	DiskTrackResult r = track_disk(options);
+	for (const auto &v : r.volumes) {
+		log_line(fmt::format("{}: partition {}: {} (store {})", disk, v.name, to_string(v.outcome),
+				     v.config.store.string()));
+		if (v.outcome == TrackOutcome::tracking)
+			watch(v.name);
+	}
+	return r.disk;
+}
+
 bool Agent::mapped(const VolumeStatus &v) const
 {
 	return std::count(config_.locations.begin(), config_.locations.end(),
@@ -463,18 +622,29 @@ bool Agent::mapped(const VolumeStatus &v) const
 void Agent::start()
 {
 	auto tracked = volumes_by_disk();
+	auto groups = disk_groups();
 	for (const auto &m : config_.mappings) {
-		if (tracked.count(m.device))
+		if (tracked.count(m.device) || groups.count(m.device))
 			continue;
 		try {
-			map(m.device, m.location);
+			if (is_partitioned_disk("/dev/" + m.device))
+				map_disk(m.device, m.location);
+			else
+				map(m.device, m.location);
 		} catch (const std::exception &e) {
 			log_line(fmt::format("snapstore_mapping of {}: {}", m.device, e.what()));
 		}
 	}
+	auto watched = [](const VolumeStatus &v) {
+		return v.state == VolumeState::tracking || v.state == VolumeState::lost;
+	};
 	for (const auto &[disk, v] : volumes_by_disk())
-		if (mapped(v) && (v.state == VolumeState::tracking || v.state == VolumeState::lost))
+		if (mapped(v) && watched(v))
 			watch(v.name);
+	for (const auto &[disk, d] : disk_groups())
+		for (const auto &v : members_of(d))
+			if (watched(v))
+				watch(v.name);
 }
 
 void Agent::install(httplib::Server &server)
@@ -495,6 +665,9 @@ void Agent::install(httplib::Server &server)
 		for (const auto &[disk, v] : volumes_by_disk())
 			if (auto n = device_number(v.config.device))
 				tracked->insert(*n);
+		for (const auto &[disk, d] : disk_groups())
+			if (auto n = device_number(d.device))
+				tracked->insert(*n);
 		f.tracked_id = [tracked](const BlockDevice &d) {
 			return tracked->count(::makedev(d.major, d.minor)) ? d.kernel_name : "";
 		};
@@ -508,7 +681,7 @@ void Agent::install(httplib::Server &server)
 	server.Get(api + "/disks/([^/]+)/?", serve([this, filter](const Request &req, Response &res) {
 			   const std::string id = req.matches[1];
 			   check_disk_id(id);
-			   if (!volumes_by_disk().count(id))
+			   if (!volumes_by_disk().count(id) && !disk_groups().count(id))
 				   throw HttpError(404, fmt::format("disk with id {} not found (not tracked)", id));
 			   DiskFilter f = filter(req);
 			   f.include_virtual = f.include_swap = true;
@@ -547,12 +720,27 @@ void Agent::install(httplib::Server &server)
 			    {"storage_location", v.config.store.parent_path().string()},
 			    {"state", to_string(v.state)}};
 	};
+	// A disk group's mapping is its first tracked partition's store (each
+	// has its own: on itself when mounted, in the location otherwise), in
+	// the first state of its partitions that is not tracking.
+	auto group_mapping_json = [mapping_json](const DiskConfig &d) {
+		const auto members = members_of(d);
+		json out = mapping_json(d.name, members.front());
+		for (const auto &v : members)
+			if (v.state != VolumeState::tracking) {
+				out["state"] = to_string(v.state);
+				break;
+			}
+		return out;
+	};
 
-	server.Get(api + "/snapstoremappings/?", serve([this, mapping_json](const Request &, Response &res) {
+	server.Get(api + "/snapstoremappings/?", serve([this, mapping_json, group_mapping_json](const Request &, Response &res) {
 			   json out = json::array();
 			   for (const auto &[disk, v] : volumes_by_disk())
 				   if (mapped(v))
 					   out.push_back(mapping_json(disk, v));
+			   for (const auto &[disk, d] : disk_groups())
+				   out.push_back(group_mapping_json(d));
 			   send_json(res, out);
 		   }));
 
@@ -567,10 +755,24 @@ void Agent::install(httplib::Server &server)
 							  {"storage_location", v.config.store.parent_path().string()},
 							  {"allocated_disk_space", v.store_size_bytes},
 							  {"used_disk_space", v.store_used_bytes}});
+			   for (const auto &[disk, d] : disk_groups()) {
+				   const auto members = members_of(d);
+				   std::uint64_t allocated = 0, used = 0;
+				   for (const auto &v : members) {
+					   allocated += v.store_size_bytes;
+					   used += v.store_used_bytes;
+				   }
+				   out.push_back({{"id", format_uuid(members.front().config.store_uuid)},
+						  {"tracked_disk_id", disk},
+						  {"storage_location",
+						   members.front().config.store.parent_path().string()},
+						  {"allocated_disk_space", allocated},
+						  {"used_disk_space", used}});
+			   }
 			   send_json(res, out);
 		   }));
 
-	server.Post(api + "/snapstoremappings/?", serve([this, mapping_json](const Request &req, Response &res) {
+	server.Post(api + "/snapstoremappings/?", serve([this, mapping_json, group_mapping_json](const Request &req, Response &res) {
 			    const json body = json::parse(req.body);
 			    const std::string location = body.at("snapstore_location_id").get<std::string>();
 			    const std::string disk = body.at("tracked_disk_id").get<std::string>();
@@ -584,10 +786,16 @@ void Agent::install(httplib::Server &server)
 			    if (auto it = tracked.find(disk); it != tracked.end())
 				    throw HttpError(409, fmt::format("disk {} already has a snap store mapping: {}",
 								     disk, format_uuid(it->second.config.store_uuid)));
+			    if (disk_groups().count(disk))
+				    throw HttpError(409, fmt::format("disk {} already has a snap store mapping "
+								     "(its partitions are tracked)",
+								     disk));
 			    for (const auto &l : config_.locations)
 				    if (devices_under(l).count(disk))
 					    throw HttpError(409, fmt::format("disk {} holds the store location {}",
 									     disk, l.string()));
+			    if (is_partitioned_disk("/dev/" + disk))
+				    return send_json(res, group_mapping_json(map_disk(disk, location)));
 			    TrackResult r = map(disk, location);
 			    send_json(res, mapping_json(disk, status(r.name)));
 		    }));
@@ -602,25 +810,42 @@ void Agent::install(httplib::Server &server)
 			    }
 			    std::lock_guard<std::mutex> lock(change_);
 			    auto tracked = volumes_by_disk();
+			    auto groups = disk_groups();
 			    // No list: every disk that has an id and can be
 			    // snapshotted now, as the reference snapshots every
-			    // tracked disk.
+			    // tracked disk (a disk group when all its partitions are
+			    // attached).
 			    std::vector<std::string> disks = asked;
 			    if (disks.empty()) {
 				    for (const auto &[disk, v] : tracked)
 					    if (v.kernel)
 						    disks.push_back(disk);
+				    for (const auto &[disk, d] : groups) {
+					    const auto members = members_of(d);
+					    if (std::all_of(members.begin(), members.end(),
+							    [](const auto &v) { return v.kernel.has_value(); }))
+						    disks.push_back(disk);
+				    }
 				    if (disks.empty())
 					    throw HttpError(409, "no disk is tracked: map one to a store location first");
 			    }
-			    std::vector<std::string> names;
+			    // Each disk's volume, or its group's partitions.
+			    std::vector<std::string> names, group_names;
+			    std::vector<VolumeStatus> volumes;
 			    for (const auto &d : disks) {
+				    if (auto g = groups.find(d); g != groups.end()) {
+					    group_names.push_back(d);
+					    for (auto &v : members_of(g->second))
+						    volumes.push_back(std::move(v));
+					    continue;
+				    }
 				    auto it = tracked.find(d);
 				    if (it == tracked.end())
 					    throw HttpError(404, fmt::format("disk {} is not tracked: map it to a "
 									     "store location first",
 									     d));
 				    names.push_back(it->second.name);
+				    volumes.push_back(it->second);
 			    }
 			    // A volume that lost track of changes cannot give an
 			    // incremental snapshot; the reference answers with a new
@@ -629,29 +854,42 @@ void Agent::install(httplib::Server &server)
 			    // still holds a snapshot is left to snapshot()'s refusal
 			    // (409): its generation must not change under that
 			    // snapshot, and the client deletes it first.
-			    for (const auto &d : disks)
-				    if (const VolumeStatus &v = tracked.at(d);
-					v.state == VolumeState::lost && v.kernel && v.kernel->snap_state == SnapState::none) {
+			    for (const VolumeStatus &v : volumes)
+				    if (v.state == VolumeState::lost && v.kernel && v.kernel->snap_state == SnapState::none) {
 					    reset(v.name);
 					    log_line(fmt::format("{}: tracking was lost: new generation started, "
 								 "the next backup is full",
-								 d));
+								 v.name));
 				    }
 			    SnapshotRecord record{records_.new_id(), {}};
 			    // The library answers per volume, in its own order: pair
 			    // each disk with its volume's result by name, never by place.
+			    SnapshotManyResult all = snapshot_disks(group_names, names);
 			    std::map<std::string, SnapshotResult> taken;
-			    for (auto &t : snapshot(names))
+			    for (auto &t : all.volumes)
 				    taken.emplace(t.name, std::move(t));
-			    for (std::size_t i = 0; i < disks.size(); i++) {
-				    const SnapshotResult &t = taken.at(names[i]);
-				    record.disks.push_back({disks[i], t.name, t.generation, t.epoch});
+			    std::map<std::string, GroupPosition> group_taken;
+			    for (const auto &g : all.disks) {
+				    DiskPosition members;
+				    for (const auto &t : g.volumes)
+					    members[t.name] = Position{parse_uuid(t.generation).value_or(Uuid{}), t.epoch};
+				    group_taken[g.name] = group_position(members);
+			    }
+			    for (const auto &d : disks) {
+				    if (auto g = group_taken.find(d); g != group_taken.end()) {
+					    record.disks.push_back({d, "", g->second.generation, g->second.number});
+					    continue;
+				    }
+				    const SnapshotResult &t = taken.at(tracked.at(d).name);
+				    record.disks.push_back({d, t.name, t.generation, t.epoch});
 			    }
 			    try {
 				    records_.save(record);
 			    } catch (...) {
 				    for (const auto &[name, t] : taken)
 					    release(name);
+				    for (const auto &g : group_names)
+					    release_disk(g);
 				    throw;
 			    }
 			    log_line(fmt::format("snapshot {} of {} taken", record.id, fmt::join(disks, ", ")));
@@ -696,9 +934,14 @@ void Agent::install(httplib::Server &server)
 				      log_line(fmt::format("snapshot {} not found: nothing to delete", id));
 				      return res.set_content("", "application/json");
 			      }
-			      for (const auto &d : r->disks)
-				      if (state_of(d, status_of(d)) != "gone")
-					      release_when_closed(d.volume);
+			      for (const auto &d : r->disks) {
+				      if (d.volume.empty()) {
+					      if (group_state(d) != "gone")
+						      release_when_closed([&d] { release_disk(d.disk); });
+				      } else if (state_of(d, status_of(d)) != "gone") {
+					      release_when_closed([&d] { release(d.volume); });
+				      }
+			      }
 			      records_.remove(r->id);
 			      log_line(fmt::format("snapshot {} deleted", r->id));
 			      res.set_content("", "application/json");
@@ -711,6 +954,8 @@ void Agent::install(httplib::Server &server)
 			   const std::uint64_t number = number_param(req, "previousNumber");
 			   if (!generation.empty() && !parse_uuid(generation))
 				   throw HttpError(400, fmt::format("previousGenerationID={} is not a UUID", generation));
+			   if (d.volume.empty())
+				   return send_json(res, group_changes(d, req.matches[1], generation, number));
 			   std::optional<Position> since;
 			   if (!generation.empty() && number > 0)
 				   since = Position{*parse_uuid(generation), number};
@@ -733,7 +978,9 @@ void Agent::install(httplib::Server &server)
 
 	server.Get(api + "/snapshots/([^/]+)/consume/([^/]+)/?",
 		   serve([held_in](const Request &req, Response &res) {
-			   stream_image(req, res, held_in(req).volume.image);
+			   const Held h = held_in(req);
+			   stream_image(req, res, h.disk.volume.empty() ? disk_group_source(h.disk.disk)
+								       : device_source(h.volume.image));
 		   }));
 
 	server.Get(api + "/systeminfo/?", serve([filter](const Request &req, Response &res) {

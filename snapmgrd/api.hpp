@@ -6,6 +6,7 @@
 // kernel, /etc/snapmgr and the stores; which volumes one snapshot id covers
 // from its snapshot records (snapshot_records.hpp).
 
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -13,6 +14,7 @@
 #include <httplib.h>
 
 #include "agent_config.hpp"
+#include "snapmgr/disk.hpp"
 #include "snapmgr/volume.hpp"
 #include "snapshot_records.hpp"
 
@@ -29,12 +31,15 @@ public:
 private:
 	// Tracks disk with its store in location, and watches it.
 	TrackResult map(const std::string &disk, const std::filesystem::path &location);
+	// Tracks a partitioned disk's partitions as a group (track_disk), the
+	// stores of its unmounted ones in location, and watches them.
+	DiskConfig map_disk(const std::string &disk, const std::filesystem::path &location);
 	// Whether the volume's store is in one of the store locations.
 	bool mapped(const VolumeStatus &v) const;
 	void watch(const std::string &volume);
-	// Releases the volume's snapshot once no download holds its image
-	// open, waiting at most write_timeout; UsageError (409) after that.
-	void release_when_closed(const std::string &volume);
+	// Runs release (of a volume's or a disk group's snapshot) once no
+	// download holds an image open, waiting at most write_timeout; UsageError (409) after that.
+	void release_when_closed(const std::function<void()> &release);
 
 	AgentConfig config_;
 	SnapshotRecords records_;

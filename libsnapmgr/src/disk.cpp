@@ -3,12 +3,15 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
@@ -631,12 +634,12 @@ DiskChanges disk_changes(const std::string &name, const DiskPosition &since)
 	return out;
 }
 
-DiskSnapshotResult snapshot_disk(const std::string &name, const Logger &log)
-{
-	const DiskConfig d = load_disk_or_throw(name);
-	expect_same_layout(d);
+namespace {
 
-	// The gaps, smallest first, are read at the instant while they fit.
+// What a snapshot of the disk reads at the instant (the gaps, smallest
+// first, while they fit) and what its backup must read live.
+Instant plan_instant(const DiskConfig &d)
+{
 	std::vector<ByteRange> gaps = disk_gaps(d);
 	std::sort(gaps.begin(), gaps.end(),
 		  [](const auto &a, const auto &b) { return a.length < b.length; });
@@ -656,46 +659,103 @@ DiskSnapshotResult snapshot_disk(const std::string &name, const Logger &log)
 		if (p.role == PartitionRole::live)
 			in.live.push_back({p.start_bytes, p.size_bytes});
 	std::sort(in.live.begin(), in.live.end(), by_start);
+	return in;
+}
 
-	std::error_code ec;
-	if (fs::exists(instant_path(name), ec))
-		throw UsageError(name, EBUSY,
-				 fmt::format("disk {} holds a snapshot; release it first (snapmgr "
-					     "release {})",
-					     name, name));
-	std::string captured;
-	std::vector<SnapshotResult> volumes =
-		snapshot_with(tracked_volumes(d), log, [&] {
+std::uint64_t total_bytes(const std::vector<ByteRange> &ranges)
+{
+	std::uint64_t n = 0;
+	for (const auto &r : ranges)
+		n += r.length;
+	return n;
+}
+
+} // namespace
+
+DiskSnapshotResult snapshot_disk(const std::string &name, const Logger &log)
+{
+	return std::move(snapshot_disks({name}, {}, log).disks.front());
+}
+
+SnapshotManyResult snapshot_disks(const std::vector<std::string> &disks,
+				  const std::vector<std::string> &volumes, const Logger &log)
+{
+	std::vector<DiskConfig> configs;
+	std::vector<Instant> instants;
+	std::vector<std::string> names = volumes;
+	for (const auto &name : disks) {
+		configs.push_back(load_disk_or_throw(name));
+		expect_same_layout(configs.back());
+		std::error_code ec;
+		if (fs::exists(instant_path(name), ec))
+			throw UsageError(name, EBUSY,
+					 fmt::format("disk {} holds a snapshot; release it first "
+						     "(snapmgr release {})",
+						     name, name));
+		instants.push_back(plan_instant(configs.back()));
+		for (const auto &v : tracked_volumes(configs.back()))
+			names.push_back(v);
+	}
+	std::vector<std::string> captured(configs.size());
+	std::vector<SnapshotResult> taken = snapshot_with(names, log, [&] {
+		for (std::size_t i = 0; i < configs.size(); i++) {
 			log_step(log, fmt::format("reading {} bytes outside the partitions of {}",
-						  captured_bytes, d.device));
-			captured = read_ranges(d.device, in.captured);
-		});
-	try {
-		json positions = json::object();
-		for (const auto &v : volumes) {
-			auto uuid = parse_uuid(v.generation);
-			positions[v.name] = Position{uuid.value_or(Uuid{}), v.epoch}.to_string();
+						  total_bytes(instants[i].captured),
+						  configs[i].device));
+			captured[i] = read_ranges(configs[i].device, instants[i].captured);
 		}
-		write_file_durably(gaps_path(name), captured, 0600);
-		write_file_durably(instant_path(name),
-				   json({{"positions", positions},
-					 {"captured", ranges_to_json(in.captured)},
-					 {"live", ranges_to_json(in.live)}})
-						   .dump(1) +
-					   "\n",
-				   0600);
+	});
+	SnapshotManyResult out;
+	try {
+		for (std::size_t i = 0; i < configs.size(); i++) {
+			const DiskConfig &d = configs[i];
+			Instant &in = instants[i];
+			DiskSnapshotResult r{d.name, {}, total_bytes(in.captured), in.live};
+			json positions = json::object();
+			for (const auto &t : taken) {
+				const auto members = tracked_volumes(d);
+				if (std::find(members.begin(), members.end(), t.name) == members.end())
+					continue;
+				positions[t.name] = Position{parse_uuid(t.generation).value_or(Uuid{}),
+							     t.epoch}
+							    .to_string();
+				r.volumes.push_back(t);
+			}
+			write_file_durably(gaps_path(d.name), captured[i], 0600);
+			write_file_durably(instant_path(d.name),
+					   json({{"positions", positions},
+						 {"captured", ranges_to_json(in.captured)},
+						 {"live", ranges_to_json(in.live)}})
+							   .dump(1) +
+						   "\n",
+					   0600);
+			out.disks.push_back(std::move(r));
+		}
 	} catch (...) {
-		for (const auto &v : volumes) {
+		for (const auto &d : configs) {
+			::unlink(instant_path(d.name).c_str());
+			::unlink(gaps_path(d.name).c_str());
+		}
+		for (const auto &t : taken) {
 			try {
-				release(v.name, log);
+				release(t.name, log);
 			} catch (const std::exception &e) {
-				log_error(log, fmt::format("rollback: cannot release {}: {}", v.name,
+				log_error(log, fmt::format("rollback: cannot release {}: {}", t.name,
 							   e.what()));
 			}
 		}
 		throw;
 	}
-	return {name, std::move(volumes), captured_bytes, in.live};
+	for (auto &t : taken)
+		if (std::find(volumes.begin(), volumes.end(), t.name) != volumes.end())
+			out.volumes.push_back(std::move(t));
+	return out;
+}
+
+bool disk_snapshot_held(const std::string &name)
+{
+	std::error_code ec;
+	return fs::exists(instant_path(name), ec);
 }
 
 void release_disk(const std::string &name, const Logger &log)
@@ -843,5 +903,116 @@ DiskBackupResult backup_disk(const std::string &name, const fs::path &image,
 	write_disk_record(image, d, positions, true);
 	return result;
 }
+
+struct DiskImageReader::State {
+	struct Piece {
+		std::uint64_t start = 0;
+		std::uint64_t length = 0;
+		int fd = -1; // -1: zeros
+		std::uint64_t from = 0;
+		std::string source;
+		bool direct = false; // fd is O_DIRECT: read through an aligned buffer
+	};
+	DiskConfig disk;
+	Instant instant;
+	std::vector<FileDescriptor> fds;
+	std::vector<Piece> pieces; // by start, covering the disk
+};
+
+DiskImageReader::DiskImageReader(const std::string &name)
+{
+	auto s = std::make_shared<State>();
+	s->disk = load_disk_or_throw(name);
+	s->instant = load_instant(s->disk);
+	expect_instant_held(s->disk, s->instant);
+	auto open = [&s](const std::string &path, const char *what, int flags = 0) {
+		FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | flags));
+		if (!fd.valid())
+			throw_errno(path, fmt::format("cannot open {}", what));
+		s->fds.push_back(std::move(fd));
+		return s->fds.back().get();
+	};
+	for (const auto &p : s->disk.partitions) {
+		if (p.role == PartitionRole::tracked) {
+			const std::string image = dm::device_path(image_name(p.volume));
+			s->pieces.push_back({p.start_bytes, p.size_bytes,
+					     open(image, "the snapshot image"), 0, image});
+		} else if (p.role == PartitionRole::zeros) {
+			s->pieces.push_back({p.start_bytes, p.size_bytes, -1, 0, "zeros"});
+		}
+	}
+	const std::string gaps = gaps_path(name).string();
+	const int gaps_fd = open(gaps, "the disk's gaps file");
+	std::uint64_t at = 0;
+	for (const auto &g : s->instant.captured) {
+		s->pieces.push_back({g.start, g.length, gaps_fd, at, gaps});
+		at += g.length;
+	}
+	// The live disk with O_DIRECT: what was written through a partition's
+	// device (a bootloader installed on its BIOS boot partition) is not
+	// in the whole disk's page cache, which would read it stale.
+	const int disk_fd =
+		s->instant.live.empty() ? -1 : open(s->disk.device, "the disk", O_DIRECT);
+	for (const auto &r : s->instant.live)
+		s->pieces.push_back({r.start, r.length, disk_fd, r.start, s->disk.device, true});
+	std::sort(s->pieces.begin(), s->pieces.end(),
+		  [](const auto &a, const auto &b) { return a.start < b.start; });
+	std::uint64_t end = 0;
+	for (const auto &p : s->pieces) {
+		if (p.start != end)
+			throw Error(name, EINVAL,
+				    fmt::format("disk {}: nothing in its snapshot covers bytes {}-{}",
+						name, end, p.start));
+		end += p.length;
+	}
+	if (end != s->disk.size_bytes)
+		throw Error(name, EINVAL,
+			    fmt::format("disk {}: its snapshot covers {} of its {} bytes", name, end,
+					s->disk.size_bytes));
+	state_ = std::move(s);
+}
+
+std::uint64_t DiskImageReader::size() const noexcept { return state_->disk.size_bytes; }
+
+std::size_t DiskImageReader::read(std::uint8_t *buffer, std::size_t n, std::uint64_t offset) const
+{
+	const auto &pieces = state_->pieces;
+	if (offset >= size())
+		return 0;
+	auto p = std::upper_bound(pieces.begin(), pieces.end(), offset,
+				  [](std::uint64_t at, const auto &x) { return at < x.start; });
+	--p; // pieces cover [0, size): one starts at or before offset
+	const std::uint64_t within = offset - p->start;
+	n = std::size_t(std::min<std::uint64_t>(n, p->length - within));
+	if (p->fd < 0) {
+		std::memset(buffer, 0, n);
+		return n;
+	}
+	const std::uint64_t at = p->from + within;
+	const std::uint64_t first = p->direct ? at / AlignedBuffer::alignment * AlignedBuffer::alignment : at;
+	const std::uint64_t skip = at - first;
+	std::optional<AlignedBuffer> bounce;
+	if (p->direct)
+		bounce.emplace(std::size_t(skip + n + AlignedBuffer::alignment - 1) /
+			       AlignedBuffer::alignment * AlignedBuffer::alignment);
+	for (;;) {
+		const ssize_t got = p->direct ? ::pread(p->fd, bounce->data(), bounce->size(), off_t(first))
+					      : ::pread(p->fd, buffer, n, off_t(at));
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= ssize_t(p->direct ? skip : 0)) {
+			if (got >= 0)
+				errno = EIO;
+			throw_errno(p->source, fmt::format("cannot read at byte {}", at));
+		}
+		if (!p->direct)
+			return std::size_t(got);
+		n = std::min(n, std::size_t(got) - std::size_t(skip));
+		std::memcpy(buffer, bounce->data() + skip, n);
+		return n;
+	}
+}
+
+void DiskImageReader::expect_held() const { expect_instant_held(state_->disk, state_->instant); }
 
 } // namespace snapmgr

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -130,6 +131,17 @@ struct DiskSnapshotResult {
 // while they are suspended. Refused when the partition table changed since
 // the disk was tracked.
 DiskSnapshotResult snapshot_disk(const std::string &name, const Logger &log = {});
+struct SnapshotManyResult {
+	std::vector<DiskSnapshotResult> disks; // in the order asked
+	std::vector<SnapshotResult> volumes;   // the volumes asked, by name
+};
+// One instant for several disks' tracked partitions and other volumes
+// together (snapshot() for volumes alone).
+SnapshotManyResult snapshot_disks(const std::vector<std::string> &disks,
+				  const std::vector<std::string> &volumes, const Logger &log = {});
+// Whether snapshot_disk() left an instant that release_disk() has not
+// removed (the partitions may have lost theirs since: DiskImageReader).
+bool disk_snapshot_held(const std::string &name);
 // Releases the snapshot of every tracked partition.
 void release_disk(const std::string &name, const Logger &log = {});
 
@@ -149,5 +161,27 @@ struct DiskBackupResult {
 // IMAGE.snapmgr.json records the table and each partition's position.
 DiskBackupResult backup_disk(const std::string &name, const std::filesystem::path &image,
 			     const BackupOptions &options = {});
+
+// The disk's held snapshot read as one disk image, byte for byte what
+// backup_disk() writes: each tracked partition from its snapshot image, the
+// bytes read at the instant outside the partitions, the live partitions and
+// areas from the disk, swap as zeros. Throws UsageError when the disk holds
+// no snapshot, SnapshotLostError when a partition no longer holds it.
+// Copies share one set of open files; reads from several threads are safe.
+class DiskImageReader {
+public:
+	explicit DiskImageReader(const std::string &name);
+	std::uint64_t size() const noexcept;
+	// Reads at most n bytes at offset (less where one source ends and the
+	// next begins); 0 past the end. Throws Error when a source fails.
+	std::size_t read(std::uint8_t *buffer, std::size_t n, std::uint64_t offset) const;
+	// Throws SnapshotLostError when a partition no longer holds the
+	// disk's snapshot (what was read since may be of another instant).
+	void expect_held() const;
+
+private:
+	struct State;
+	std::shared_ptr<const State> state_;
+};
 
 } // namespace snapmgr
