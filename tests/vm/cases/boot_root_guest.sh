@@ -321,6 +321,42 @@ disk)
 		< /tmp/backup2.json)" "1048576+1048576" \
 		"what the backup says is not from the instant: the BIOS boot partition"
 	snapmgr release $disk
+	log "the OS disk through the agent: listed with its id, create_snapshot() without a list"
+	# The store location on a disk of its own (a disk holding one is
+	# never listed); vda's partitions keep their stores on themselves.
+	mkfs.ext4 -q /dev/vdb
+	mkdir -p /stores /var/lib/snapmgr-agent
+	mount /dev/vdb /stores
+	mkdir /stores/location
+	ip link set lo up
+	SNAPMGRD=$(command -v snapmgrd)
+	"$SNAPMGRD" make-certs --dir $AGENT_TLS --host localhost --ip 127.0.0.1 > /dev/null
+	agent_config /stores/location /var/lib/snapmgr-agent
+	start_agent
+	"${AGENT_CURL[@]}" "$AGENT_URL/disks/" > /tmp/disks.json
+	expect_eq "$(python3 -c 'import json,sys; print(" ".join("%s:%s" % (d["name"], d.get("id")) for d in json.load(sys.stdin)))' \
+		< /tmp/disks.json)" "$disk:$disk" "the disks the agent lists: the OS disk, with its id"
+	python3 "$here/coriolis_client.py" --tls $AGENT_TLS --endpoint "${AGENT_URL%/api/v1}" \
+		snapshot /tmp/agent-snapshot.json
+	id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshot_id"])' < /tmp/agent-snapshot.json)
+	snapmgr backup $disk /stores/cli.img > /dev/null
+	"${AGENT_CURL[@]}" "$AGENT_URL/snapshots/$id/changes/$disk/" > /tmp/changes.json
+	expect_eq "$(python3 -c 'import json,sys; c = json.load(sys.stdin); print(c["backup_type"], c["ranges"])' < /tmp/changes.json)" \
+		"full [{'length': $(blockdev --getsize64 /dev/vda), 'start_offset': 0}]" "the agent's changes: the whole disk"
+	# consume by ranges: the table, the gap, each partition's first MiB,
+	# the last MiB (the backup GPT), as the CLI's backup of this snapshot.
+	for range in 0:1048576 1048576:1048576 2097152:1048576 169869312:1048576 505413632:1048576 \
+		$(($(blockdev --getsize64 /dev/vda) - 1048576)):1048576; do
+		start=${range%:*} length=${range#*:}
+		expect_eq "$("${AGENT_CURL[@]}" -r "$start-$((start + length - 1))" "$AGENT_URL/snapshots/$id/consume/$disk/" | md5sum | cut -d' ' -f1)" \
+			"$(range_md5 /stores/cli.img "$start" "$length")" "consume of bytes $start+$length"
+	done
+	python3 "$here/coriolis_client.py" --tls $AGENT_TLS --endpoint "${AGENT_URL%/api/v1}" \
+		delete /tmp/agent-snapshot.json
+	expect_eq "$(snapmgr --json status $disk | json_get '["snapshot_held"]')" False "the disk's snapshot after delete_snapshot"
+	kill $AGENT
+	wait $AGENT || fail "the agent exited with status $?"
+	umount /stores
 	swapoff /dev/vda4
 	umount /data
 	;;
