@@ -258,15 +258,10 @@ tail -n 1 "$out"
 
 # ---- snapmgrd: 8 range downloads at once, against reading the image here ----
 log "agent downloads"
-ip link set lo up
-"$SNAPMGRD" make-certs --dir $AGENT_TLS --host localhost > /dev/null
-agent_config /mnt/aux /tmp/agent-state
-start_agent
-on_exit "kill $AGENT 2> /dev/null || true"
+start_bench_agent /mnt/aux
 CURL=("${AGENT_CURL[@]}")
 URL=$AGENT_URL
-snap=$("${CURL[@]}" -f -X POST -d "{\"tracked_disk_ids\": [\"${ORIGIN#/dev/}\"]}" "$URL/snapshots/" |
-	python3 -c 'import json, sys; print(json.load(sys.stdin)["snapshot_id"])')
+snap=$(agent_snapshot "${ORIGIN#/dev/}")
 image=/dev/mapper/bvol-snap
 size=$((OSZ * 512))
 t_local=$(timed dd if=$image of=/dev/null bs=1M iflag=direct status=none)

@@ -18,13 +18,8 @@ dd if=/dev/urandom of=/dev/vda bs=1M count=512 oflag=direct status=none
 "$SNAPMGR" track /dev/vda --name bvol --store /mnt/aux/bvol.store --store-size 64M > /dev/null
 on_exit "$SNAPMGR untrack bvol > /dev/null 2>&1 || true"
 
-ip link set lo up
-"$SNAPMGRD" make-certs --dir $AGENT_TLS --host localhost > /dev/null
-agent_config /mnt/aux /tmp/agent-state
-start_agent
-on_exit "kill $AGENT 2> /dev/null || true"
-snap=$("${AGENT_CURL[@]}" -f -X POST -d '{"tracked_disk_ids": ["vda"]}' "$AGENT_URL/snapshots/" |
-	python3 -c 'import json, sys; print(json.load(sys.stdin)["snapshot_id"])')
+start_bench_agent /mnt/aux
+snap=$(agent_snapshot vda)
 image=/dev/mapper/bvol-snap
 url=$AGENT_URL/snapshots/$snap/consume/vda/
 size=$(blockdev --getsize64 $image)

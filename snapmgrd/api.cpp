@@ -175,13 +175,29 @@ std::map<std::string, DiskConfig> disk_groups()
 	return out;
 }
 
+// The status of each tracked partition of a group; one untracked on its
+// own since (snapmgr untrack PARTITION) is left out.
 std::vector<VolumeStatus> members_of(const DiskConfig &d)
 {
 	std::vector<VolumeStatus> out;
-	for (const auto &p : d.partitions)
-		if (p.role == PartitionRole::tracked)
+	for (const auto &p : d.partitions) {
+		if (p.role != PartitionRole::tracked)
+			continue;
+		try {
 			out.push_back(status(p.volume));
+		} catch (const UsageError &e) {
+			if (e.error_number() != ENOENT)
+				throw;
+		}
+	}
 	return out;
+}
+
+std::size_t tracked_partitions(const DiskConfig &d)
+{
+	return std::size_t(std::count_if(d.partitions.begin(), d.partitions.end(), [](const auto &p) {
+		return p.role == PartitionRole::tracked;
+	}));
 }
 
 // Where a group's partitions hold their snapshots now (only those that
@@ -229,7 +245,7 @@ std::string group_state(const RecordedDisk &d)
 			return "invalid";
 	const DiskPosition held = held_positions(members);
 	const GroupPosition now = group_position(held);
-	if (held.size() != members.size() || now.generation != d.generation ||
+	if (held.size() != tracked_partitions(*group) || now.generation != d.generation ||
 	    now.number != d.epoch || !disk_snapshot_held(d.disk))
 		return "gone";
 	return "active";
@@ -725,7 +741,11 @@ void Agent::install(httplib::Server &server)
 	// the first state of its partitions that is not tracking.
 	auto group_mapping_json = [mapping_json](const DiskConfig &d) {
 		const auto members = members_of(d);
+		if (members.empty())
+			return json();
 		json out = mapping_json(d.name, members.front());
+		if (members.size() != tracked_partitions(d))
+			out["state"] = "detached"; // a partition was untracked on its own
 		for (const auto &v : members)
 			if (v.state != VolumeState::tracking) {
 				out["state"] = to_string(v.state);
@@ -740,7 +760,8 @@ void Agent::install(httplib::Server &server)
 				   if (mapped(v))
 					   out.push_back(mapping_json(disk, v));
 			   for (const auto &[disk, d] : disk_groups())
-				   out.push_back(group_mapping_json(d));
+				   if (json m = group_mapping_json(d); !m.is_null())
+					   out.push_back(m);
 			   send_json(res, out);
 		   }));
 
@@ -757,6 +778,8 @@ void Agent::install(httplib::Server &server)
 							  {"used_disk_space", v.store_used_bytes}});
 			   for (const auto &[disk, d] : disk_groups()) {
 				   const auto members = members_of(d);
+				   if (members.empty())
+					   continue;
 				   std::uint64_t allocated = 0, used = 0;
 				   for (const auto &v : members) {
 					   allocated += v.store_size_bytes;
@@ -822,7 +845,8 @@ void Agent::install(httplib::Server &server)
 						    disks.push_back(disk);
 				    for (const auto &[disk, d] : groups) {
 					    const auto members = members_of(d);
-					    if (std::all_of(members.begin(), members.end(),
+					    if (members.size() == tracked_partitions(d) &&
+						std::all_of(members.begin(), members.end(),
 							    [](const auto &v) { return v.kernel.has_value(); }))
 						    disks.push_back(disk);
 				    }

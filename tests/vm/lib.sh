@@ -96,6 +96,18 @@ dev_sum() {
 }
 dev_sectors() { blockdev --getsz "$1"; }
 
+# gpt_os_layout DEV SIZE2 SIZE3 SIZE4: a GPT as on an OS disk: a 1 MiB
+# BIOS boot partition at 1 MiB, two Linux partitions and swap, of the
+# sizes given (sfdisk's: 160MiB).
+gpt_os_layout() {
+	sfdisk -q "$1" <<-EOF
+	label: gpt
+	start=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649, name=bios
+	size=$2, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root
+	size=$3, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=data
+	size=$4, type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F, name=swap
+	EOF
+}
 # range_sum FILE START LENGTH (bytes, multiples of 512): the bytes of a range.
 range_sum() {
 	dd if="$1" bs=512 skip=$(($2 / 512)) count=$(($3 / 512)) iflag=direct status=none 2>/dev/null ||
@@ -240,6 +252,21 @@ certificate = "$AGENT_TLS/server.crt"
 key = "$AGENT_TLS/server.key"
 ca_certificate = "$AGENT_TLS/ca.crt"
 CONF
+}
+
+# start_bench_agent LOCATION: an agent (start_agent) with new certificates
+# for localhost, its state in /tmp/agent-state, killed at exit.
+start_bench_agent() {
+	ip link set lo up
+	"$SNAPMGRD" make-certs --dir $AGENT_TLS --host localhost > /dev/null
+	agent_config "$1" /tmp/agent-state
+	start_agent
+	on_exit "kill $AGENT 2> /dev/null || true"
+}
+# agent_snapshot DISK: the id of a new snapshot of DISK, taken by the agent.
+agent_snapshot() {
+	"${AGENT_CURL[@]}" -f -X POST -d "{\"tracked_disk_ids\": [\"$1\"]}" "$AGENT_URL/snapshots/" |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["snapshot_id"])'
 }
 
 # start_agent: snapmgrd on /tmp/agent.conf, logging to /tmp/agent.log;

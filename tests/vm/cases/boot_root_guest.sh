@@ -108,13 +108,7 @@ case $phase in
 image)
 	log "partition, mkfs, fill"
 	if [ -n "${disk:-}" ]; then
-		sfdisk -q /dev/vda <<-'EOF'
-		label: gpt
-		start=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649, name=bios
-		size=160MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root
-		size=320MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=data
-		size=32MiB, type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F, name=swap
-		EOF
+		gpt_os_layout /dev/vda 160MiB 320MiB 32MiB
 		for _ in $(seq 50); do [ -b /dev/vda4 ] && break; sleep 0.1; done
 		stamp /dev/vda1 0 bios-at-image
 		mkfs.xfs -q -f /dev/$DATA

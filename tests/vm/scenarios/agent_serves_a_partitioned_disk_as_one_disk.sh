@@ -29,13 +29,7 @@ for _ in $(seq 100); do
 	sleep 0.1
 done
 [ -n "$disk" ] || fail "no scsi_debug disk"
-sfdisk -q /dev/$disk <<'EOF'
-label: gpt
-start=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649, name=bios
-size=64MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=one
-size=64MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=two
-size=16MiB, type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F, name=swap
-EOF
+gpt_os_layout /dev/$disk 64MiB 64MiB 16MiB
 for _ in $(seq 50); do [ -b /dev/${disk}4 ] && break; sleep 0.1; done
 stamp /dev/${disk}1 0 bios-first
 mkfs.ext4 -q -b 4096 /dev/${disk}2

@@ -21,13 +21,7 @@ file=$(mktemp /tmp/disk.XXXXXX)
 truncate -s 524M "$file"
 DISK=$(losetup --find --show --partscan "$file")
 on_exit "losetup -d $DISK; rm -f $file"
-sfdisk -q "$DISK" <<'EOF'
-label: gpt
-start=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649, name=bios
-size=160MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root
-size=320MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=data
-size=32MiB, type=0657FD6D-A4AB-43C4-84E5-0933C84B4F4F, name=swap
-EOF
+gpt_os_layout "$DISK" 160MiB 320MiB 32MiB
 d=$(basename "$DISK")
 for i in 1 2 3 4; do [ -b "${DISK}p$i" ] || fail "no ${DISK}p$i after partscan"; done
 stamp "${DISK}p1" 0 bootcode-before
