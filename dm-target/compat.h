@@ -47,6 +47,21 @@ static inline struct bio *cowfile_bio_alloc(struct block_device *bdev,
 #endif
 }
 
+/* A bio sharing @src's data, to be sent to @bdev: bio_alloc_clone() since 5.18. */
+static inline struct bio *cowfile_bio_clone(struct block_device *bdev, struct bio *src,
+					    gfp_t gfp, struct bio_set *bs)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 18, 0)
+	return bio_alloc_clone(bdev, src, gfp, bs);
+#else
+	struct bio *bio = bio_clone_fast(src, gfp, bs);
+
+	if (bio)
+		bio_set_dev(bio, bdev);
+	return bio;
+#endif
+}
+
 /*
  * A bio the target held back and now sends on: dm_submit_bio_remap() keeps
  * dm's I/O accounting right where it exists (5.18+).

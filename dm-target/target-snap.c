@@ -3,20 +3,26 @@
  * The "cowfile-snap" target: the read-only image of the snapshot held by
  * the cowfile device over the same origin. A 4 KiB block copied since the
  * snapshot is read from its store slot, any other from the origin; the
- * store's own sectors read as zeros. A read is split where the two meet
- * and where consecutive copies are not next to each other in the store.
+ * store's own sectors read as zeros. A read all of one kind goes down as
+ * one piece per run of slots next to each other in the store; a read of
+ * both kinds is read whole from the origin, then each run of copies is
+ * read over it (an overlay: one origin request instead of one per run of
+ * uncopied blocks).
  *
  *   cowfile-snap <origin_dev>
  */
 #include <linux/module.h>
 #include <linux/bio.h>
 #include <linux/highmem.h>
+#include <linux/workqueue.h>
 
 #include "cowfile.h"
 
 struct snap_c {
 	struct dm_dev *origin;
 	struct cowfile_volume *volume;
+	struct bio_set clones;		/* an overlay's origin and store reads */
+	struct workqueue_struct *wq;	/* sends an overlay's store reads */
 };
 
 /*
@@ -33,6 +39,11 @@ struct snap_io {
 	bool check_store;		/* the store is on the origin */
 	sector_t origin_sector;
 	struct bvec_iter iter;		/* the bio's data, as mapped */
+	/* An overlay: the reads it sent, and the first error of any. */
+	struct snap_c *sc;
+	struct work_struct work;
+	atomic_t pending;
+	blk_status_t status;
 };
 
 static int snap_ctr(struct dm_target *ti, unsigned int argc, char **argv)
@@ -73,11 +84,24 @@ static int snap_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		ti->error = "Cannot set the maximum I/O size";
 		goto bad_volume;
 	}
+	r = bioset_init(&sc->clones, BIO_POOL_SIZE, 0, 0);
+	if (r) {
+		ti->error = "Cannot allocate the image's bio set";
+		goto bad_volume;
+	}
+	sc->wq = alloc_workqueue("kcowfile-snap", WQ_MEM_RECLAIM, 0);
+	if (!sc->wq) {
+		ti->error = "Cannot allocate the image's workqueue";
+		r = -ENOMEM;
+		goto bad_bioset;
+	}
 	ti->private = sc;
 	ti->num_flush_bios = 1;
 	ti->per_io_data_size = sizeof(struct snap_io);
 	return 0;
 
+bad_bioset:
+	bioset_exit(&sc->clones);
 bad_volume:
 	volume_put_image(sc->volume);
 bad_origin:
@@ -91,6 +115,8 @@ static void snap_dtr(struct dm_target *ti)
 {
 	struct snap_c *sc = ti->private;
 
+	destroy_workqueue(sc->wq);
+	bioset_exit(&sc->clones);
 	volume_put_image(sc->volume);
 	dm_put_device(ti, sc->origin);
 	kfree(sc);
@@ -121,6 +147,142 @@ static void count_read(struct cowfile_volume *v, struct snap_io *io, bool inc)
 	}
 }
 
+/* Zeroes the parts of a completed image read that fall on store sectors. */
+static void zero_store_sectors(struct cowfile_volume *v, struct bio *bio,
+			       struct snap_io *io)
+{
+	sector_t sector = io->origin_sector;
+	struct store_layout *layout;
+	struct bvec_iter iter;
+	struct bio_vec bv;
+
+	rcu_read_lock();
+	layout = rcu_dereference(v->store.layout);
+	if (!store_ranges_overlap(layout, sector, io->iter.bi_size >> SECTOR_SHIFT))
+		goto out;
+	__bio_for_each_segment(bv, bio, iter, io->iter) {
+		unsigned int off;
+
+		for (off = 0; off < bv.bv_len; off += SECTOR_SIZE, sector++) {
+			if (store_ranges_overlap(layout, sector, 1))
+				memzero_page(bv.bv_page, bv.bv_offset + off,
+					     min_t(unsigned int, SECTOR_SIZE, bv.bv_len - off));
+		}
+	}
+out:
+	rcu_read_unlock();
+}
+
+static void overlay_put(struct snap_io *io)
+{
+	struct bio *bio = dm_bio_from_per_bio_data(io, sizeof(struct snap_io));
+
+	if (atomic_dec_and_test(&io->pending)) {
+		bio->bi_status = READ_ONCE(io->status);
+		bio_endio(bio);
+	}
+}
+
+static void overlay_copy_done(struct bio *clone)
+{
+	struct snap_io *io = clone->bi_private;
+
+	if (clone->bi_status)
+		WRITE_ONCE(io->status, clone->bi_status);
+	bio_put(clone);
+	overlay_put(io);
+}
+
+/*
+ * An overlay's second step, once the origin read is in the bio: each run of
+ * the blocks copied by now is read over it from the store.
+ */
+static void overlay_copies(struct work_struct *work)
+{
+	struct snap_io *io = container_of(work, struct snap_io, work);
+	struct bio *bio = dm_bio_from_per_bio_data(io, sizeof(struct snap_io));
+	struct snap_c *sc = io->sc;
+	struct cowfile_volume *v = sc->volume;
+	sector_t sector = io->origin_sector;
+	sector_t end = sector + (io->iter.bi_size >> SECTOR_SHIFT);
+	sector_t where, run;
+	bool copied;
+
+	atomic_set(&io->pending, 1);
+	if (READ_ONCE(v->snap_state) != COWFILE_SNAP_ACTIVE)
+		io->status = BLK_STS_IOERR;
+	for (; !READ_ONCE(io->status) && sector < end; sector += run) {
+		struct bio *clone;
+
+		cow_image_run(v, sector, end - sector, &copied, &where, &run);
+		if (!copied)
+			continue;
+		clone = cowfile_bio_clone(v->store.bdev, bio, GFP_NOIO, &sc->clones);
+		clone->bi_iter = io->iter;
+		bio_advance_iter(clone, &clone->bi_iter, to_bytes(sector - io->origin_sector));
+		clone->bi_iter.bi_size = to_bytes(run);
+		clone->bi_iter.bi_sector = where;
+		clone->bi_end_io = overlay_copy_done;
+		clone->bi_private = io;
+		atomic_inc(&io->pending);
+		submit_bio_noacct(clone);
+	}
+	overlay_put(io);
+}
+
+static void overlay_origin_done(struct bio *clone)
+{
+	struct bio *bio = clone->bi_private;
+	struct snap_io *io = dm_per_bio_data(bio, sizeof(struct snap_io));
+	struct cowfile_volume *v = io->sc->volume;
+
+	io->status = clone->bi_status;
+	bio_put(clone);
+	if (!io->status && io->check_store)
+		zero_store_sectors(v, bio, io);
+	io->check_store = false;
+	count_read(v, io, false);
+	if (io->status) {
+		bio->bi_status = io->status;
+		bio_endio(bio);
+		return;
+	}
+	queue_work(io->sc->wq, &io->work);
+}
+
+/*
+ * A read of both copied and uncopied blocks: the whole range is read from
+ * the origin, counted in the bucket of every chunk it covers, and the
+ * copies are read over it once it is in. Whichever blocks are copied by
+ * then, the others were still the instant's on the origin while the read
+ * was counted: the write worker publishes a copy before it waits for no
+ * counted readers of the chunk, and only then lets a write reach the
+ * origin (a block it copied meanwhile reads the same data from its slot).
+ */
+static int overlay_read(struct snap_c *sc, struct bio *bio, struct snap_io *io,
+			sector_t sector)
+{
+	struct cowfile_volume *v = sc->volume;
+	struct bio *clone;
+
+	io->sc = sc;
+	io->status = BLK_STS_OK;
+	io->origin_sector = sector;
+	io->iter = bio->bi_iter;
+	io->check_store = v->store.on_origin;
+	INIT_WORK(&io->work, overlay_copies);
+	io->first_chunk = chunk_of(v, sector);
+	io->nr_chunks = chunk_of(v, sector + bio_sectors(bio) - 1) - io->first_chunk + 1;
+	count_read(v, io, true);
+	smp_mb__after_atomic();
+	clone = cowfile_bio_clone(v->origin_bdev, bio, GFP_NOIO, &sc->clones);
+	clone->bi_iter.bi_sector = sector;
+	clone->bi_end_io = overlay_origin_done;
+	clone->bi_private = bio;
+	submit_bio_noacct(clone);
+	return DM_MAPIO_SUBMITTED;
+}
+
 static int snap_map(struct dm_target *ti, struct bio *bio)
 {
 	struct snap_c *sc = ti->private;
@@ -143,6 +305,8 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 	sector = dm_target_offset(ti, bio->bi_iter.bi_sector);
 	len = bio_sectors(bio);
 	cow_image_run(v, sector, len, &copied, &where, &run);
+	if (run < len && !(bio->bi_opf & REQ_NOWAIT))
+		return overlay_read(sc, bio, io, sector);
 	if (!copied) {
 		/*
 		 * Pairs with the write worker: it publishes a copy, then waits
@@ -178,32 +342,6 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 		io->iter = bio->bi_iter;
 	}
 	return DM_MAPIO_REMAPPED;
-}
-
-/* Zeroes the parts of a completed image read that fall on store sectors. */
-static void zero_store_sectors(struct cowfile_volume *v, struct bio *bio,
-			       struct snap_io *io)
-{
-	sector_t sector = io->origin_sector;
-	struct store_layout *layout;
-	struct bvec_iter iter;
-	struct bio_vec bv;
-
-	rcu_read_lock();
-	layout = rcu_dereference(v->store.layout);
-	if (!store_ranges_overlap(layout, sector, io->iter.bi_size >> SECTOR_SHIFT))
-		goto out;
-	__bio_for_each_segment(bv, bio, iter, io->iter) {
-		unsigned int off;
-
-		for (off = 0; off < bv.bv_len; off += SECTOR_SIZE, sector++) {
-			if (store_ranges_overlap(layout, sector, 1))
-				memzero_page(bv.bv_page, bv.bv_offset + off,
-					     min_t(unsigned int, SECTOR_SIZE, bv.bv_len - off));
-		}
-	}
-out:
-	rcu_read_unlock();
 }
 
 static int snap_end_io(struct dm_target *ti, struct bio *bio, blk_status_t *error)

@@ -8,7 +8,10 @@
 # durable) and the second write right when the chunk is marked, from the
 # kernel's tracepoints; see there. Then again with a read that begins in
 # the chunk before: the image maps it as one bio over both chunks, which
-# must hold back writes to either.
+# must hold back writes to either. Then with a read that also covers a
+# block copied before: the image reads it whole from the origin and the
+# copy over it (an overlay), and must hold the write back until the
+# origin read is in.
 . "$(dirname "$0")/../lib.sh"
 
 load_modules
@@ -44,6 +47,13 @@ python3 "$SNAPMGR_SOURCE_DIR/tests/vm/overtake.py" /dev/mapper/vol /dev/mapper/v
 log "the same with an image read that begins in the chunk before (one bio over both chunks)"
 python3 "$SNAPMGR_SOURCE_DIR/tests/vm/overtake.py" /dev/mapper/vol /dev/mapper/vol-snap $((50 * 65536 + 8192)) \
 	$((50 * 65536 - 8192)) 24576
+
+log "the same with an image read over a copied block too (read from the origin, the copy over it)"
+# The copied block is the chunk before's last: a marked chunk would not
+# be marked again, and overtake.py waits for that.
+dd if=/dev/urandom of=/dev/mapper/vol bs=4096 count=1 seek=$((60 * 16 - 1)) oflag=direct status=none
+python3 "$SNAPMGR_SOURCE_DIR/tests/vm/overtake.py" /dev/mapper/vol /dev/mapper/vol-snap $((60 * 65536 + 8192)) \
+	$((60 * 65536 - 8192)) 24576
 
 log "no delays: the whole image is still the instant"
 dmsetup suspend vol
