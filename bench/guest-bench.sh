@@ -225,6 +225,9 @@ for repeat in $(seq 1 "$REPEATS"); do
 	done
 done
 
+# BENCH_TAIL=no: the configurations only (an A/B run of one module change).
+[ "${BENCH_TAIL:-yes}" = no ] && exit 0
+
 # ---- snapmgr backup: full, then incremental with 10% of the chunks changed ----
 log "backup timings"
 fill_random $ORIGIN
