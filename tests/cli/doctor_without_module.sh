@@ -4,7 +4,7 @@
 # configured a kernel without it is a warning (exit 0); once a volume is
 # configured it is a problem naming the kernel (exit 1), and the kernel's
 # initramfs is looked into (unpacked, then removed). doctor's real
-# checks run in vm.packages_install_and_boot_under_systemd.
+# checks run in vm.packages_install_boot_and_upgrade_under_systemd.
 set -u
 snapmgr=$1
 dir=$(mktemp -d)
