@@ -3,11 +3,11 @@
  * The "cowfile-snap" target: the read-only image of the snapshot held by
  * the cowfile device over the same origin. A 4 KiB block copied since the
  * snapshot is read from its store slot, any other from the origin; the
- * store's own sectors read as zeros. A read all of one kind goes down as
- * one piece per run of slots next to each other in the store; a read of
- * both kinds is read whole from the origin, then each run of copies is
- * read over it (an overlay: one origin request instead of one per run of
- * uncopied blocks).
+ * store's own sectors read as zeros. A read goes down as a piece per run
+ * of uncopied blocks and per run of copies next to each other in the
+ * store, unless it holds two runs of uncopied blocks or more: then it is
+ * read whole from the origin, and each run of copies over it (an overlay:
+ * one origin request instead of one per run of uncopied blocks).
  *
  *   cowfile-snap <origin_dev>
  */
@@ -39,7 +39,7 @@ struct snap_io {
 	bool check_store;		/* the store is on the origin */
 	sector_t origin_sector;
 	struct bvec_iter iter;		/* the bio's data, as mapped */
-	/* An overlay: the reads it sent, and the first error of any. */
+	/* An overlay: its reads in flight, and an error of any of them. */
 	struct snap_c *sc;
 	struct work_struct work;
 	atomic_t pending;
@@ -251,6 +251,26 @@ static void overlay_origin_done(struct bio *clone)
 }
 
 /*
+ * Whether a read is fewer requests as an overlay: one origin read and one
+ * per run of copies, against one per run of either kind (which go down
+ * side by side). It is when the read holds two runs of uncopied blocks or
+ * more.
+ */
+static bool overlay_saves_requests(struct cowfile_volume *v, sector_t sector, sector_t len)
+{
+	unsigned int uncopied = 0;
+	sector_t where, run;
+	bool copied;
+
+	for (; len; sector += run, len -= run) {
+		cow_image_run(v, sector, len, &copied, &where, &run);
+		if (!copied && ++uncopied == 2)
+			return true;
+	}
+	return false;
+}
+
+/*
  * A read of both copied and uncopied blocks: the whole range is read from
  * the origin, counted in the bucket of every chunk it covers, and the
  * copies are read over it once it is in. Whichever blocks are copied by
@@ -305,7 +325,7 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 	sector = dm_target_offset(ti, bio->bi_iter.bi_sector);
 	len = bio_sectors(bio);
 	cow_image_run(v, sector, len, &copied, &where, &run);
-	if (run < len && !(bio->bi_opf & REQ_NOWAIT))
+	if (run < len && !(bio->bi_opf & REQ_NOWAIT) && overlay_saves_requests(v, sector, len))
 		return overlay_read(sc, bio, io, sector);
 	if (!copied) {
 		/*
