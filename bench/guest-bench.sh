@@ -30,8 +30,8 @@ counters() {
 		awk '{ r += $1; w += $5; s += $7; f += $16 } END { print r, w, s, f }'
 }
 
-# ---- configurations: set DEV (what fio writes), and SIZE (bytes) when DEV
-# is a file ----
+# ---- configurations: set DEV (what fio writes), SIZE (bytes) when DEV
+# is a file, and IMAGE when the snapshot can be read ----
 setup_raw() { DEV=$ORIGIN; }
 setup_linear() {
 	dmsetup create bench --table "0 $OSZ linear $ORIGIN 0"
@@ -48,6 +48,7 @@ setup_cowfile_snap() {
 	dmsetup message bench 0 snapshot
 	dmsetup resume bench
 	dmsetup create --readonly bench-snap --table "0 $OSZ cowfile-snap $ORIGIN"
+	IMAGE=/dev/mapper/bench-snap
 }
 setup_era() {
 	dd if=/dev/zero of=/dev/vdc bs=1M count=8 oflag=direct status=none
@@ -61,6 +62,7 @@ setup_snapshot() {
 	dmsetup create bench --table "0 $OSZ snapshot-origin $ORIGIN"
 	dmsetup create bench-snap --table "0 $OSZ snapshot $ORIGIN /dev/mapper/bench-cow P ${1:-$CHUNK_SECTORS}"
 	DEV=/dev/mapper/bench
+	IMAGE=/dev/mapper/bench-snap
 }
 # LVM's default snapshot chunk size.
 setup_snapshot4k() { setup_snapshot 8; }
@@ -76,7 +78,9 @@ setup_thin() {
 	dmsetup suspend bench
 	dmsetup message bench-pool 0 "create_snap 1 0"
 	dmsetup resume bench
+	dmsetup create --readonly bench-snap --table "0 $((OSZ / 2)) thin /dev/mapper/bench-pool 1"
 	DEV=/dev/mapper/bench
+	IMAGE=/dev/mapper/bench-snap
 }
 # A filesystem on the origin with a written (not just allocated) data file
 # for fio; the volume is "bench" over the origin, mounted on /mnt/bench.
@@ -187,7 +191,7 @@ PY
 for repeat in $(seq 1 "$REPEATS"); do
 	for config in $CONFIGS; do
 		log "repeat $repeat: $config"
-		SIZE=""
+		SIZE="" IMAGE=""
 		"setup_$config"
 		size=${SIZE:-$(($(dev_sectors "$DEV") * 512))}
 		# First pass: 4 KiB at the start of every 64 KiB chunk, once each.
@@ -207,17 +211,18 @@ for repeat in $(seq 1 "$REPEATS"); do
 		run_fio "$config" "$repeat" mixed_70r_qd16 --filename="$DEV" --rw=randrw \
 			--rwmixread=70 --bs=4k --iodepth=16 --size=$size --time_based \
 			--runtime="$STEADY_SECONDS"
-		if [ "$config" = cowfile_snap ]; then
+		# The snapshot read, against the origin read the same way: 4 KiB
+		# at random, and 1 MiB sequential reads of an image whose copies,
+		# after the random writes, are scattered through the store.
+		if [ -n "$IMAGE" ]; then
 			run_fio "$config" "$repeat" randread_origin --filename="$DEV" --rw=randread \
 				--bs=4k --iodepth=16 --size=$size --time_based --runtime="$STEADY_SECONDS"
-			run_fio "$config" "$repeat" randread_image --filename=/dev/mapper/bench-snap \
+			run_fio "$config" "$repeat" randread_image --filename="$IMAGE" \
 				--rw=randread --bs=4k --iodepth=16 --size=$size --time_based \
 				--runtime="$STEADY_SECONDS"
-			# 1 MiB sequential reads of an image whose copies, after the
-			# random writes, are scattered through the store.
 			run_fio "$config" "$repeat" seqread_origin --filename="$DEV" --rw=read \
 				--bs=1M --iodepth=4 --size=$size --time_based --runtime="$STEADY_SECONDS"
-			run_fio "$config" "$repeat" seqread_image --filename=/dev/mapper/bench-snap \
+			run_fio "$config" "$repeat" seqread_image --filename="$IMAGE" \
 				--rw=read --bs=1M --iodepth=4 --size=$size --time_based \
 				--runtime="$STEADY_SECONDS"
 		fi
