@@ -89,7 +89,7 @@ static int snap_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		ti->error = "Cannot allocate the image's bio set";
 		goto bad_volume;
 	}
-	sc->wq = alloc_workqueue("kcowfile-snap", WQ_MEM_RECLAIM, 0);
+	sc->wq = alloc_workqueue("kcowfile-snap", WQ_MEM_RECLAIM | COWFILE_WQ_PERCPU, 0);
 	if (!sc->wq) {
 		ti->error = "Cannot allocate the image's workqueue";
 		r = -ENOMEM;
