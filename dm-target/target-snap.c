@@ -254,11 +254,12 @@ static void overlay_origin_done(struct bio *clone)
  * Whether a read is fewer requests as an overlay: one origin read and one
  * per run of copies, against one per run of either kind (which go down
  * side by side). It is when the read holds two runs of uncopied blocks or
- * more.
+ * more: @uncopied of them before @sector, where the runs left to look at
+ * begin.
  */
-static bool overlay_saves_requests(struct cowfile_volume *v, sector_t sector, sector_t len)
+static bool overlay_saves_requests(struct cowfile_volume *v, sector_t sector, sector_t len,
+				   unsigned int uncopied)
 {
-	unsigned int uncopied = 0;
 	sector_t where, run;
 	bool copied;
 
@@ -325,7 +326,8 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 	sector = dm_target_offset(ti, bio->bi_iter.bi_sector);
 	len = bio_sectors(bio);
 	cow_image_run(v, sector, len, &copied, &where, &run);
-	if (run < len && !(bio->bi_opf & REQ_NOWAIT) && overlay_saves_requests(v, sector, len))
+	if (run < len && !(bio->bi_opf & REQ_NOWAIT) &&
+	    overlay_saves_requests(v, sector + run, len - run, !copied))
 		return overlay_read(sc, bio, io, sector);
 	if (!copied) {
 		/*
