@@ -35,7 +35,6 @@
 struct cow_copy {
 	u64 block;
 	u64 slot;
-	struct cow_index_entry *entry;
 	struct page *page;	/* the batch's, kept across batches */
 };
 
@@ -336,7 +335,7 @@ static void index_copies(struct cow_batch *b)
 	unsigned int i;
 
 	for (i = 0; i < b->nr_copies; i++)
-		WRITE_ONCE(b->copies[i].entry->slot, b->copies[i].slot);
+		cow_index_publish(v, b->copies[i].block, b->copies[i].slot);
 	v->nr_copied += b->nr_copies;
 	atomic64_add(b->nr_copies, &v->cow_copies);
 }
@@ -418,79 +417,17 @@ static void commit_batch(struct cow_batch *b)
 	b->nr_copies = 0;
 }
 
-static const struct rhashtable_params index_params = {
-	.key_len = sizeof(u64),
-	.key_offset = offsetof(struct cow_index_entry, block),
-	.head_offset = offsetof(struct cow_index_entry, node),
-};
-
-int cow_index_init(struct cowfile_volume *v)
-{
-	v->nr_index = 0;
-	return rhashtable_init(&v->copies, &index_params);
-}
-
-static void free_index_entry(void *entry, void *arg)
-{
-	kfree(entry);
-}
-
-/* No reader is left: the device is gone, or readers were waited for. */
-void cow_index_destroy(struct cowfile_volume *v)
-{
-	rhashtable_free_and_destroy(&v->copies, free_index_entry, NULL);
-}
-
-size_t cow_index_bytes(struct cowfile_volume *v)
-{
-	/* Entries come from kmalloc-32; buckets are kept at most 75% full. */
-	return v->nr_index * roundup_pow_of_two(sizeof(struct cow_index_entry)) +
-	       roundup_pow_of_two(max_t(u64, v->nr_index * 4 / 3, 64)) * sizeof(void *);
-}
-
-/* The slot of @block's copy, COWFILE_COPYING, or COWFILE_NOT_COPIED. */
-static u64 index_slot(struct cowfile_volume *v, u64 block)
-{
-	struct cow_index_entry *e;
-	u64 slot;
-
-	rcu_read_lock();
-	e = rhashtable_lookup(&v->copies, &block, index_params);
-	slot = e ? READ_ONCE(e->slot) : COWFILE_NOT_COPIED;
-	rcu_read_unlock();
-	return slot;
-}
-
+/* Known to be copied: a block whose index block is not in core is not. */
 static bool block_copied(struct cowfile_volume *v, u64 block)
 {
-	return index_slot(v, block) < COWFILE_COPYING;
-}
-
-static int index_insert(struct cowfile_volume *v, u64 block, u64 slot, gfp_t gfp,
-			struct cow_index_entry **ep)
-{
-	struct cow_index_entry *e = kmalloc(sizeof(*e), gfp);
-	int r;
-
-	if (!e)
-		return -ENOMEM;
-	e->block = block;
-	e->slot = slot;
-	r = rhashtable_lookup_insert_fast(&v->copies, &e->node, index_params);
-	if (r) {
-		kfree(e);
-		return r;
-	}
-	v->nr_index++;
-	if (ep)
-		*ep = e;
-	return 0;
+	return cow_index_peek(v, block) < COWFILE_INDEX_UNKNOWN;
 }
 
 /*
- * Every 4 KiB block of [sector, sector + len) is copied, if a snapshot is
- * held (map()). The index is read only while the snapshot is active: a
- * release waits for such readers before it frees the index.
+ * Every 4 KiB block of [sector, sector + len) is known to be copied, if a
+ * snapshot is held (map(): a block whose index block is not in core is
+ * not). The index is read only while the snapshot is active: a release
+ * waits for such readers before it empties the index.
  */
 bool cow_blocks_copied(struct cowfile_volume *v, sector_t sector, sector_t len)
 {
@@ -526,17 +463,16 @@ static bool take_range(struct cow_batch *b, u64 c, sector_t start, sector_t end)
 		if (b->nr_copies + last - block + 1 > COW_BATCH_COPIES)
 			return false;
 		for (; block <= last; block++) {
-			struct cow_copy *c = &b->copies[b->nr_copies];
-			int r = index_insert(v, block, COWFILE_COPYING, GFP_NOIO, &c->entry);
+			int r = cow_index_claim(v, block);
 
-			if (r == -EEXIST)
+			if (!r)
 				continue;	/* copied, or being copied */
-			if (r) {
-				volume_invalidate(v, COWFILE_INVALID_NO_MEMORY);
+			if (r < 0) {
+				volume_invalidate(v, r == -ENOMEM ? COWFILE_INVALID_NO_MEMORY :
+							COWFILE_INVALID_STORE_IO);
 				break;
 			}
-			c->block = block;
-			b->nr_copies++;
+			b->copies[b->nr_copies++].block = block;
 			take = true;
 		}
 	}
@@ -609,37 +545,53 @@ void cow_defer_write(struct cowfile_volume *v, struct bio *bio)
 	queue_work(v->wq, &v->write_work);
 }
 
+/* The index's answer for @block; with @wait, never COWFILE_INDEX_UNKNOWN. */
+static int lookup(struct cowfile_volume *v, u64 block, bool wait, u64 *slot)
+{
+	*slot = cow_index_peek(v, block);
+	if (*slot != COWFILE_INDEX_UNKNOWN)
+		return 0;
+	return wait ? cow_index_get(v, block, slot) : -EAGAIN;
+}
+
 /*
  * Where an image read of @sector finds its data: the store sector of the
  * block's copy, or the origin (*copied false). *run is how many sectors
  * from @sector, at most @len, read from the same place in order: the same
- * kind of block, copies in consecutive slots.
+ * kind of block, copies in consecutive slots. Without @wait, -EAGAIN when
+ * the index of @sector's block is not in core (a later block's only ends
+ * the run); with it, the index is read if need be.
  */
-void cow_image_run(struct cowfile_volume *v, sector_t sector, sector_t len,
-		   bool *copied, sector_t *where, sector_t *run)
+int cow_image_run(struct cowfile_volume *v, sector_t sector, sector_t len, bool wait,
+		  bool *copied, sector_t *where, sector_t *run)
 {
 	u64 block = sector / COWFILE_BLOCK_SECTORS;
 	sector_t off = sector % COWFILE_BLOCK_SECTORS;
 	sector_t n = COWFILE_BLOCK_SECTORS - off;
 	struct store_layout *layout;
-	u64 slot = index_slot(v, block);
+	u64 slot, next;
+	int r;
 
+	r = lookup(v, block, wait, &slot);
+	if (r)
+		return r;
 	*copied = slot < COWFILE_COPYING;
 	if (!*copied) {
 		*where = sector;
-		while (n < len && !block_copied(v, ++block))
+		while (n < len && !lookup(v, ++block, wait, &next) && next >= COWFILE_COPYING)
 			n += COWFILE_BLOCK_SECTORS;
 		*run = min(n, len);
-		return;
+		return 0;
 	}
 	rcu_read_lock();
 	layout = rcu_dereference(v->store.layout);
 	*where = store_slot_sector(layout, slot) + off;
-	while (n < len && index_slot(v, ++block) == ++slot &&
+	while (n < len && !lookup(v, ++block, false, &next) && next == ++slot &&
 	       store_slot_sector(layout, slot) == *where + n)
 		n += COWFILE_BLOCK_SECTORS;
 	rcu_read_unlock();
 	*run = min(n, len);
+	return 0;
 }
 
 /* A record block of the group at @group_slot, read from @slot, to trust. */
@@ -697,13 +649,13 @@ static s64 replay_group(struct cowfile_volume *v, const struct cowfile_log_block
 				continue;
 			}
 		}
-		r = index_insert(v, block, slot, GFP_KERNEL, NULL);
+		r = cow_index_add(v, block, slot);
 		if (r == -EEXIST) {
 			*error = "Store log names a block twice";
 			return -EILSEQ;
 		}
 		if (r) {
-			*error = "Cannot allocate the copies index";
+			*error = "Cannot build the index of the copies";
 			return r;
 		}
 		v->group->records[kept++] = *rec;

@@ -15,7 +15,6 @@
 #include <linux/dm-bufio.h>
 #include <linux/workqueue.h>
 #include <linux/uuid.h>
-#include <linux/rhashtable.h>
 
 #include "compat.h"
 #include "uapi/linux/dm-cowfile.h"
@@ -74,6 +73,8 @@ struct cowfile_store {
 	struct store_layout __rcu *layout;
 
 	u64 map_start, map_blocks, data_start, store_blocks;
+	u64 index_start, index_blocks;	/* the index area (index.c) */
+	bool index_moved;		/* data_start moved at load for it */
 	struct dm_bufio_client *bufio;	/* chunk map blocks */
 	struct mutex validate_lock;	/* first check of a map block */
 };
@@ -91,6 +92,8 @@ enum cowfile_mode {
  */
 #define COWFILE_READ_BUCKET_BITS	10
 #define COWFILE_READ_BUCKETS		(1U << COWFILE_READ_BUCKET_BITS)
+
+struct cow_index;
 
 struct cowfile_volume {
 	struct list_head list;		/* in the module's registry */
@@ -141,14 +144,12 @@ struct cowfile_volume {
 	unsigned long *pending;
 
 	/*
-	 * The held snapshot's log (cow.c, docs/STORE-LOG.md). copies maps an
-	 * origin block to the slot of its copy, COWFILE_COPYING while a batch
-	 * copies it; map() and image reads look it up under RCU. The rest
-	 * changes in the worker or under state_lock.
+	 * The held snapshot's log (cow.c, docs/STORE-LOG.md). The index maps
+	 * an origin block to the slot of its copy, COWFILE_COPYING while a
+	 * batch copies it (index.c). The rest changes in the worker or under
+	 * state_lock.
 	 */
-	struct rhashtable copies;
-	bool index_ready;		/* copies initialised */
-	u64 nr_index;			/* entries in copies */
+	struct cow_index *index;
 	u64 nr_copied;
 	u64 log_end;			/* slots in use */
 	u64 log_checkpoint;		/* as the superblock last recorded it */
@@ -179,14 +180,9 @@ struct cowfile_volume {
 
 #define COWFILE_NO_GROUP	U64_MAX
 /* What the index answers for a block that has no copy (yet). */
+#define COWFILE_INDEX_UNKNOWN	(U64_MAX - 2)	/* not in core: ask again, blocking */
 #define COWFILE_COPYING		(U64_MAX - 1)	/* a batch is copying it */
 #define COWFILE_NOT_COPIED	U64_MAX
-
-struct cow_index_entry {
-	struct rhash_head node;
-	u64 block;			/* origin block */
-	u64 slot;			/* or COWFILE_COPYING */
-};
 
 static inline u64 chunk_of(struct cowfile_volume *v, sector_t sector)
 {
@@ -222,6 +218,7 @@ void *store_cached_map_block(struct cowfile_store *s, u64 index,
 			     struct dm_buffer **bp);
 void *store_reset_map_block(struct cowfile_store *s, u64 index,
 			    struct dm_buffer **bp);
+int store_index_sector(struct cowfile_store *s, u64 leaf, sector_t *sector);
 void store_prefetch_map(struct cowfile_store *s, u64 first, u64 count);
 bool store_ranges_cover(const struct store_layout *l, sector_t start, sector_t len);
 bool store_ranges_overlap(const struct store_layout *l, sector_t start, sector_t len);
@@ -255,13 +252,21 @@ void cow_batch_free(struct cow_batch *b);
 size_t cow_batch_bytes(struct cow_batch *b);
 void cow_write_worker(struct work_struct *work);
 void cow_defer_write(struct cowfile_volume *v, struct bio *bio);
+bool cow_blocks_copied(struct cowfile_volume *v, sector_t sector, sector_t len);
+int cow_image_run(struct cowfile_volume *v, sector_t sector, sector_t len, bool wait,
+		  bool *copied, sector_t *where, sector_t *run);
+int cow_replay_log(struct cowfile_volume *v, char **error);
+
+/* index.c */
 int cow_index_init(struct cowfile_volume *v);
+void cow_index_clear(struct cowfile_volume *v);
 void cow_index_destroy(struct cowfile_volume *v);
 size_t cow_index_bytes(struct cowfile_volume *v);
-bool cow_blocks_copied(struct cowfile_volume *v, sector_t sector, sector_t len);
-void cow_image_run(struct cowfile_volume *v, sector_t sector, sector_t len,
-		   bool *copied, sector_t *where, sector_t *run);
-int cow_replay_log(struct cowfile_volume *v, char **error);
+u64 cow_index_peek(struct cowfile_volume *v, u64 block);
+int cow_index_get(struct cowfile_volume *v, u64 block, u64 *slot);
+int cow_index_claim(struct cowfile_volume *v, u64 block);
+void cow_index_publish(struct cowfile_volume *v, u64 block, u64 slot);
+int cow_index_add(struct cowfile_volume *v, u64 block, u64 slot);
 
 /* target glue */
 int cowfile_target_init(void);

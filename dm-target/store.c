@@ -325,6 +325,8 @@ static void map_write_cb(struct dm_buffer *b)
 	seal_block(dm_bufio_get_block_data(b));
 }
 
+static int place_index(struct cowfile_store *s, char **error);
+
 static int check_layout(struct cowfile_store *s, char **error)
 {
 	struct cowfile_superblock *sb = s->sb;
@@ -369,6 +371,34 @@ static int check_layout(struct cowfile_store *s, char **error)
 		*error = "Invalid snapshot state in store superblock";
 		return -EINVAL;
 	}
+	return place_index(s, error);
+}
+
+/*
+ * The index area lies between the chunk map and the data area. A store
+ * made before it existed has no room there: its data area starts later
+ * from now on (in core; the superblock says so once the volume is
+ * activated), and a log it held started where the area now is
+ * (index_moved: the volume invalidates that snapshot).
+ */
+static int place_index(struct cowfile_store *s, char **error)
+{
+	struct cowfile_superblock *sb = s->sb;
+
+	s->index_start = s->map_start + s->map_blocks;
+	s->index_blocks = COWFILE_INDEX_BLOCKS(le64_to_cpu(sb->origin_sectors));
+	s->index_moved = false;
+	if (s->data_start - s->index_start >= s->index_blocks)
+		return 0;
+	if (s->index_blocks >= s->store_blocks - s->index_start) {
+		*error = "Store too small for the index of its copies: create it anew";
+		return -ENOSPC;
+	}
+	DMINFO("store made before its index area: the data area now starts at block %llu",
+	       (unsigned long long)(s->index_start + s->index_blocks));
+	s->data_start = s->index_start + s->index_blocks;
+	sb->data_start = cpu_to_le64(s->data_start);
+	s->index_moved = true;
 	return 0;
 }
 
@@ -500,6 +530,14 @@ static int map_block_sector(struct cowfile_store *s, u64 index, sector_t *sector
 	if (index >= s->map_blocks)
 		return -ERANGE;
 	return logical_to_sector(s, s->meta_extents, s->map_start + index, sector);
+}
+
+/* Where block @leaf of the index area lives on the store device. */
+int store_index_sector(struct cowfile_store *s, u64 leaf, sector_t *sector)
+{
+	if (leaf >= s->index_blocks)
+		return -ERANGE;
+	return logical_to_sector(s, s->meta_extents, s->index_start + leaf, sector);
 }
 
 /*

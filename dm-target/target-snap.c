@@ -7,7 +7,9 @@
  * of uncopied blocks and per run of copies next to each other in the
  * store, unless it holds two runs of uncopied blocks or more: then it is
  * read whole from the origin, and each run of copies over it (an overlay:
- * one origin request instead of one per run of uncopied blocks).
+ * one origin request instead of one per run of uncopied blocks). A read
+ * whose index blocks are not in core is an overlay too: map() never waits
+ * for the index, the overlay's worker may.
  *
  *   cowfile-snap <origin_dev>
  */
@@ -214,7 +216,10 @@ static void overlay_copies(struct work_struct *work)
 	for (; !READ_ONCE(io->status) && sector < end; sector += run) {
 		struct bio *clone;
 
-		cow_image_run(v, sector, end - sector, &copied, &where, &run);
+		if (cow_image_run(v, sector, end - sector, true, &copied, &where, &run)) {
+			WRITE_ONCE(io->status, BLK_STS_IOERR);
+			break;
+		}
 		if (!copied)
 			continue;
 		clone = cowfile_bio_clone(v->store.bdev, bio, GFP_NOIO, &sc->clones);
@@ -255,7 +260,8 @@ static void overlay_origin_done(struct bio *clone)
  * per run of copies, against one per run of either kind (which go down
  * side by side). It is when the read holds two runs of uncopied blocks or
  * more: @uncopied of them before @sector, where the runs left to look at
- * begin.
+ * begin. A read whose index is not all in core is an overlay too: only
+ * its worker may wait for the index.
  */
 static bool overlay_saves_requests(struct cowfile_volume *v, sector_t sector, sector_t len,
 				   unsigned int uncopied)
@@ -264,7 +270,8 @@ static bool overlay_saves_requests(struct cowfile_volume *v, sector_t sector, se
 	bool copied;
 
 	for (; len; sector += run, len -= run) {
-		cow_image_run(v, sector, len, &copied, &where, &run);
+		if (cow_image_run(v, sector, len, false, &copied, &where, &run))
+			return true;
 		if (!copied && ++uncopied == 2)
 			return true;
 	}
@@ -304,6 +311,17 @@ static int overlay_read(struct snap_c *sc, struct bio *bio, struct snap_io *io,
 	return DM_MAPIO_SUBMITTED;
 }
 
+/* A read whose first block's index is not in core: its worker reads it. */
+static int overlay_or_wait(struct snap_c *sc, struct bio *bio, struct snap_io *io,
+			   sector_t sector)
+{
+	if (bio->bi_opf & REQ_NOWAIT) {
+		bio_wouldblock_error(bio);
+		return DM_MAPIO_SUBMITTED;
+	}
+	return overlay_read(sc, bio, io, sector);
+}
+
 static int snap_map(struct dm_target *ti, struct bio *bio)
 {
 	struct snap_c *sc = ti->private;
@@ -325,7 +343,8 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 
 	sector = dm_target_offset(ti, bio->bi_iter.bi_sector);
 	len = bio_sectors(bio);
-	cow_image_run(v, sector, len, &copied, &where, &run);
+	if (cow_image_run(v, sector, len, false, &copied, &where, &run))
+		return overlay_or_wait(sc, bio, io, sector);
 	if (run < len && !(bio->bi_opf & REQ_NOWAIT) &&
 	    overlay_saves_requests(v, sector + run, len - run, !copied))
 		return overlay_read(sc, bio, io, sector);
@@ -341,7 +360,10 @@ static int snap_map(struct dm_target *ti, struct bio *bio)
 		io->nr_chunks = chunk_of(v, sector + run - 1) - io->first_chunk + 1;
 		count_read(v, io, true);
 		smp_mb__after_atomic();
-		cow_image_run(v, sector, run, &copied, &where, &run);
+		if (cow_image_run(v, sector, run, false, &copied, &where, &run)) {
+			count_read(v, io, false);
+			return overlay_or_wait(sc, bio, io, sector);
+		}
 		if (copied)
 			count_read(v, io, false);
 	}

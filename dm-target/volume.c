@@ -57,20 +57,6 @@ static void reset_log(struct cowfile_volume *v)
 	memset(v->group, 0, COWFILE_BLOCK_SIZE);
 }
 
-/*
- * Frees the index of the copies and starts an empty one. Its readers
- * (map(), image reads) must be gone: the device is not running yet, or
- * the caller waited for them.
- */
-static void clear_index(struct cowfile_volume *v)
-{
-	if (v->index_ready)
-		cow_index_destroy(v);
-	v->index_ready = !cow_index_init(v);
-	if (!v->index_ready)
-		DMERR("cannot allocate the index of copies: the next snapshot is refused");
-}
-
 void volume_event(struct cowfile_volume *v)
 {
 	lockdep_assert_held(&v->state_lock);
@@ -240,12 +226,6 @@ int volume_snapshot(struct cowfile_volume *v)
 		r = -EOVERFLOW;
 		goto out;
 	}
-	if (!v->index_ready)
-		clear_index(v);
-	if (!v->index_ready) {
-		r = -ENOMEM;
-		goto out;
-	}
 	/*
 	 * Writes completed before the instant may still sit in the origin's
 	 * volatile cache; the image reads uncopied chunks from the origin, so
@@ -312,7 +292,7 @@ int volume_release(struct cowfile_volume *v)
 	 * is not active): wait for those that still may, then free it.
 	 */
 	synchronize_rcu();
-	clear_index(v);
+	cow_index_clear(v);
 	reset_log(v);
 	cow_batch_free_pages(v->batch);
 	volume_event(v);
@@ -627,8 +607,7 @@ static void volume_free(struct cowfile_volume *v)
 {
 	if (v->wq)
 		destroy_workqueue(v->wq);
-	if (v->index_ready)
-		cow_index_destroy(v);
+	cow_index_destroy(v);
 	kfree(v->group);
 	store_close(&v->store);
 	cowfile_close_shared(&v->store_hold);
@@ -726,8 +705,7 @@ static struct cowfile_volume *volume_create(struct dm_target *ti,
 		r = -ENOMEM;
 		goto bad;
 	}
-	v->index_ready = !cow_index_init(v);
-	if (!v->index_ready) {
+	if (cow_index_init(v)) {
 		*error = "Cannot allocate the index of copies";
 		r = -ENOMEM;
 		goto bad;
@@ -736,6 +714,12 @@ static struct cowfile_volume *volume_create(struct dm_target *ti,
 	r = scan_chunk_map(v, error);
 	if (r)
 		goto bad;
+	if (v->store.index_moved && v->snap_state == COWFILE_SNAP_ACTIVE) {
+		/* Recorded durably at activation, with the area's place. */
+		DMWARN("store made before its index area held a snapshot: its log is gone, snapshot invalid");
+		v->snap_state = COWFILE_SNAP_INVALID;
+		v->invalid_reason = COWFILE_INVALID_METADATA;
+	}
 	if (v->snap_state == COWFILE_SNAP_ACTIVE && v->mode == COWFILE_MODE_TRACKING) {
 		r = cow_replay_log(v, error);
 		if (r == -EILSEQ) {
@@ -744,7 +728,7 @@ static struct cowfile_volume *volume_create(struct dm_target *ti,
 			       *error);
 			v->snap_state = COWFILE_SNAP_INVALID;
 			v->invalid_reason = COWFILE_INVALID_METADATA;
-			clear_index(v);
+			cow_index_clear(v);
 			reset_log(v);
 			r = 0;
 		}

@@ -61,6 +61,9 @@ struct StoreLayout {
 
 std::uint64_t chunk_count(std::uint64_t origin_sectors, std::uint32_t chunk_sectors);
 std::uint64_t map_blocks_for(std::uint64_t origin_sectors, std::uint32_t chunk_sectors);
+// The index area between the chunk map and the data area: the kernel's
+// scratch space for the index of the held snapshot's copies (uapi header).
+std::uint64_t index_blocks_for(std::uint64_t origin_sectors);
 // Room for four times the extents the store has now (so "grow" can append),
 // at least 4 blocks, at most what the superblock can point to. Throws
 // StoreError when even the maximum cannot hold nr_extents.

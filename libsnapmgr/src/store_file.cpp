@@ -186,6 +186,12 @@ std::vector<StoreExtent> store_extents_from(const std::vector<RawExtent> &raw,
 	return extents;
 }
 
+// Blocks the kernel reads before it writes them: up to the chunk map's end.
+std::uint64_t metadata_end(const StoreLayout &layout)
+{
+	return layout.map_start + layout.map_blocks;
+}
+
 void require_written(const std::vector<RawExtent> &raw, std::uint64_t metadata_bytes,
 		     const std::string &name)
 {
@@ -294,14 +300,16 @@ void check_create_options(const StoreCreateOptions &o)
 }
 
 // Blocks 0 .. map_start-1 are zeroed now (filled once the extents are known);
-// the chunk map gets its final, empty content.
+// the chunk map gets its final, empty content. The index area after it is
+// left as allocated, like the data area: the kernel's scratch space, which
+// it never reads before writing it.
 void write_metadata_region(int fd, const StoreLayout &layout, const Uuid &store_uuid,
 			   const std::string &name)
 {
 	AlignedBuffer buffer(write_batch_blocks * block_size);
-	for (std::uint64_t first = 0; first < layout.data_start; first += write_batch_blocks) {
-		std::uint64_t count = std::min<std::uint64_t>(write_batch_blocks,
-							      layout.data_start - first);
+	const std::uint64_t end = metadata_end(layout);
+	for (std::uint64_t first = 0; first < end; first += write_batch_blocks) {
+		std::uint64_t count = std::min<std::uint64_t>(write_batch_blocks, end - first);
 		std::memset(buffer.data(), 0, buffer.size());
 		for (std::uint64_t i = 0; i < count; i++) {
 			std::uint64_t block = first + i;
@@ -465,7 +473,7 @@ CreatedStore StoreFile::create(const StoreCreateOptions &options)
 	// Writing converts the metadata region to written extents, which may
 	// split them: the table describes the extents as they are now.
 	auto raw = fiemap_all(fd.get(), name);
-	require_written(raw, layout.data_start * block_size, name);
+	require_written(raw, metadata_end(layout) * block_size, name);
 	auto extents = store_extents_from(raw, options.size_bytes, name);
 	if (extents.size() > std::size_t(layout.extent_table_blocks) * extents_per_block)
 		throw StoreError(name, E2BIG,
@@ -505,7 +513,7 @@ CreatedStore StoreFile::create(const StoreCreateOptions &options)
 	rollback.immutable_set();
 
 	auto pinned_raw = fiemap_all(fd.get(), name);
-	require_written(pinned_raw, layout.data_start * block_size, name);
+	require_written(pinned_raw, metadata_end(layout) * block_size, name);
 	if (store_extents_from(pinned_raw, options.size_bytes, name) != extents)
 		throw StoreError(name, EAGAIN,
 				 fmt::format("{}: the file's extents changed while the store was "

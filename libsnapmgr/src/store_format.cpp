@@ -177,6 +177,11 @@ std::uint64_t map_blocks_for(std::uint64_t origin_sectors, std::uint32_t chunk_s
 	       map_entries_per_block;
 }
 
+std::uint64_t index_blocks_for(std::uint64_t origin_sectors)
+{
+	return COWFILE_INDEX_BLOCKS(origin_sectors);
+}
+
 std::uint32_t extent_table_capacity(std::size_t nr_extents)
 {
 	if (nr_extents > std::size_t(max_extent_table_blocks) * extents_per_block)
@@ -196,12 +201,13 @@ StoreLayout compute_layout(std::uint64_t store_blocks, std::uint32_t chunk_secto
 	layout.extent_table_blocks = extent_table_capacity(nr_extents);
 	layout.map_start = 1 + layout.extent_table_blocks;
 	layout.map_blocks = map_blocks_for(origin_sectors, chunk_sectors);
-	layout.data_start = layout.map_start + layout.map_blocks;
+	layout.data_start = layout.map_start + layout.map_blocks + index_blocks_for(origin_sectors);
 	if (layout.data_start > store_blocks)
 		throw StoreError("store size", ENOSPC,
 				 fmt::format("a store of {} bytes cannot hold its own metadata "
-					     "({} bytes for this origin and chunk size); make the "
-					     "store larger or the chunk size bigger",
+					     "({} bytes for this origin and chunk size, 1 MiB per "
+					     "GiB of origin of it for the index of copies); make "
+					     "the store larger",
 					     store_blocks * store_block_size,
 					     layout.data_start * store_block_size));
 	return layout;

@@ -42,13 +42,16 @@ TEST(StoreLayout, RegionsFollowEachOther)
 	EXPECT_EQ(l.extent_table_blocks, 4u);
 	EXPECT_EQ(l.map_start, 5u);
 	EXPECT_EQ(l.map_blocks, 3u); // 1024 chunks
-	EXPECT_EQ(l.data_start, 8u);
+	// The index area: a __le32 per 4 KiB origin block, 16384 of them.
+	EXPECT_EQ(index_blocks_for(131072), 16u);
+	EXPECT_EQ(index_blocks_for(131072 + 1), 17u);
+	EXPECT_EQ(l.data_start, 24u);
 }
 
 TEST(StoreLayout, RefusesAStoreTooSmallForItsMetadata)
 {
-	EXPECT_THROW(compute_layout(7, 128, 131072, 1), StoreError);
-	EXPECT_NO_THROW(compute_layout(8, 128, 131072, 1));
+	EXPECT_THROW(compute_layout(23, 128, 131072, 1), StoreError);
+	EXPECT_NO_THROW(compute_layout(24, 128, 131072, 1));
 }
 
 TEST(StoreLayout, SlotsCountOnlyWholeChunksPerExtent)

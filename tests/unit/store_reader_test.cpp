@@ -104,10 +104,10 @@ TEST(StoreReader, ReadsSuperblockAndScatteredExtentTable)
 	auto reader = StoreReader::open(f.make(), 800);
 	EXPECT_EQ(reader.superblock(), f.sb);
 	EXPECT_EQ(reader.extents(), f.extents);
-	// data_start 1+4+3 = 8 lies in the second extent (blocks 3..8): 1 block
-	// there, 40 in the third: 41 one-block slots.
-	EXPECT_EQ(f.sb.data_start, 8u);
-	EXPECT_EQ(reader.data_slots(), 41u);
+	// data_start 1+4+3 and 2 index blocks (1200 origin blocks) = 10 lies in
+	// the third extent (blocks 9..48): 39 one-block slots.
+	EXPECT_EQ(f.sb.data_start, 10u);
+	EXPECT_EQ(reader.data_slots(), 39u);
 }
 
 TEST(StoreReader, ChunkMapTranslatesEveryBlockThroughTheExtents)

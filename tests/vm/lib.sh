@@ -58,11 +58,12 @@ _run_cleanups() {
 }
 trap _run_cleanups EXIT
 
+# load_modules [PARAM=VALUE...]: dm-cowfile, with module parameters if given.
 load_modules() {
 	local deps
 	deps=$(modinfo -F depends "$COWFILE_KO" | tr , ' ')
 	modprobe -a dm-mod $deps
-	insmod "$COWFILE_KO"
+	insmod "$COWFILE_KO" "$@"
 	on_exit "rmmod dm_cowfile"
 }
 

@@ -267,7 +267,9 @@ def hostile(args):
 
 def forge(args):
     map_start = 2
-    data_start = map_start + args.map_blocks
+    # The index area after the map: a __le32 per 4 KiB origin block.
+    index_blocks = -(-args.origin_sectors // (8 * 1024))
+    data_start = map_start + args.map_blocks + index_blocks
     store_blocks = data_start + args.data_blocks
     store_uuid = uuid.uuid4().bytes
     sb = bytearray(BLOCK)
@@ -291,7 +293,7 @@ def forge(args):
     write_block(fd, table_sector * 512, seal(table))
     write_block(fd, args.sb_sector * 512, seal(sb))
     os.close(fd)
-    print(f"forged store: {store_blocks} blocks, map {map_start}..{data_start - 1} "
+    print(f"forged store: {store_blocks} blocks, map {map_start}..{map_start + args.map_blocks - 1} "
           f"({args.map_blocks * (BLOCK - 32) // 8} entries), "
           f"{args.origin_sectors // args.chunk_sectors} chunks of {args.chunk_sectors} sectors, "
           f"device sectors {args.sb_sector}..{args.sb_sector + store_blocks * SECTORS_PER_BLOCK}")

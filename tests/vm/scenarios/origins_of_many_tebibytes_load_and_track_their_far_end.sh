@@ -13,10 +13,10 @@ load_modules
 ORIGIN=$(new_loop 16T)
 size=$(dev_sectors "$ORIGIN")
 expect_eq "$size" $((1 << 35)) "origin sectors"
-mount_store_fs 640M
-log "16 TiB at 256 KiB chunks: a 516 MiB chunk map"
+mount_store_fs 17400M
+log "16 TiB at 256 KiB chunks: a 516 MiB chunk map, a 16 GiB index area (left unwritten)"
 t=$SECONDS
-new_store /mnt/store/vol.store 544M "$ORIGIN" 512
+new_store /mnt/store/vol.store 16928M "$ORIGIN" 512
 echo "store created in $((SECONDS - t)) s"
 table="0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR"
 on_exit "dmsetup remove vol 2>/dev/null || true"
@@ -49,7 +49,8 @@ log "a store claiming 2^32 chunks of 4 KiB for the 16 TiB origin"
 # written (storecraft.py forge): the first 8 KiB of a small loop, and the
 # rest of the store device an error target, which nothing should read.
 map_blocks=$(((1 << 32) / 508 + 1))
-store_sectors=$(((2 + map_blocks + 16) * 8))
+index_blocks=$((size / 8192))
+store_sectors=$(((2 + map_blocks + index_blocks + 16) * 8))
 head_loop=$(new_loop 1M)
 dmsetup create bigstore <<TABLE
 0 16 linear $head_loop 0

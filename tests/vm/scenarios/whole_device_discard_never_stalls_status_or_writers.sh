@@ -10,9 +10,10 @@ here=$(dirname "$0")/..
 load_modules
 ORIGIN=$(new_loop 1T)
 size=$(dev_sectors "$ORIGIN")
-mount_store_fs 256M
-# 16M chunks of 64 KiB: a 128 MiB chunk map, no data area needed.
-new_store /mnt/store/vol.store 160M "$ORIGIN"
+mount_store_fs 1500M
+# 16M chunks of 64 KiB: a 128 MiB chunk map, a 1 GiB index area (never
+# written: no snapshot), little data area needed.
+new_store /mnt/store/vol.store 1312M "$ORIGIN"
 dmsetup create vol --table "0 $size cowfile $ORIGIN $STORE_DEV $SB_SECTOR"
 on_exit "dmsetup remove vol"
 total=$(status_field vol 6 | cut -d/ -f2)

@@ -12,6 +12,9 @@
  *   1 .. extent_table_blocks           extent table
  *   map_start .. +map_blocks           chunk map: per origin chunk, the last
  *                                      epoch it was written in
+ *   map_start + map_blocks ..          index area (COWFILE_INDEX_BLOCKS() of
+ *     data_start-1                     them): the kernel's scratch space for
+ *                                      the index of the held snapshot's copies
  *   data_start .. store_blocks-1       data area: the held snapshot's log,
  *                                      one 4 KiB slot per logical block
  *                                      (slot n is block data_start + n)
@@ -24,6 +27,15 @@
  * group's other slot, and is made durable by one flush: a torn record
  * block leaves the previous one intact. A full group is followed by the
  * next group at its log_end.
+ *
+ * The index area holds a little-endian __le32 per 4 KiB origin block: the
+ * slot of its copy. It is derived data: the kernel rebuilds it from the log
+ * at every load and never trusts what an earlier load left there, so its
+ * blocks have no header, and nothing else reads them. A store whose gap
+ * between the chunk map and the data area is too small for it (made before
+ * the area existed) has data_start moved forward when the kernel first
+ * loads it; a snapshot such a store held is invalidated then (its log
+ * started where the area now is).
  *
  * Every metadata block starts with struct cowfile_block_header: magic,
  * crc32c, its own logical block number and the store UUID, so a block that
@@ -47,6 +59,12 @@
 #define COWFILE_EXTENT_MAGIC		0x58464f43u	/* "COFX" */
 #define COWFILE_MAP_MAGIC		0x4d464f43u	/* "COFM" */
 #define COWFILE_LOG_MAGIC		0x4c464f43u	/* "COFL" */
+
+/* Index area: a __le32 slot per 4 KiB origin block, 1024 per block. */
+#define COWFILE_INDEX_ENTRIES_PER_BLOCK	(COWFILE_BLOCK_SIZE / 4)
+#define COWFILE_INDEX_BLOCKS(origin_sectors)					\
+	(((origin_sectors) + COWFILE_BLOCK_SECTORS * COWFILE_INDEX_ENTRIES_PER_BLOCK - 1) / \
+	 (COWFILE_BLOCK_SECTORS * COWFILE_INDEX_ENTRIES_PER_BLOCK))
 
 /* Chunk size limits, in 512-byte sectors (power of two). */
 #define COWFILE_MIN_CHUNK_SECTORS	8		/* 4 KiB */
