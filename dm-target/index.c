@@ -108,7 +108,7 @@ int cow_index_init(struct cowfile_volume *v)
 
 static void free_block(struct index_block *b)
 {
-	free_page((unsigned long)b->slots);
+	kfree(b->slots);
 	kfree(b);
 }
 
@@ -153,7 +153,7 @@ size_t cow_index_bytes(struct cowfile_volume *v)
 
 	return sizeof(*x) + (sizeof(*x->hash) << x->hash_bits) +
 	       BITS_TO_LONGS(x->nr_blocks) * sizeof(unsigned long) +
-	       READ_ONCE(x->nr_cached) * (sizeof(struct index_block) + PAGE_SIZE);
+	       READ_ONCE(x->nr_cached) * (sizeof(struct index_block) + COWFILE_BLOCK_SIZE);
 }
 
 /*
@@ -255,7 +255,7 @@ static struct index_block *load_block(struct cow_index *x, u64 nr)
 		/* Below the cap, or every cached block is pinned by a batch. */
 		b = kzalloc(sizeof(*b), GFP_NOIO);
 		if (b)
-			b->slots = (__le32 *)__get_free_page(GFP_NOIO);
+			b->slots = kmalloc(COWFILE_BLOCK_SIZE, GFP_NOIO);
 		if (!b || !b->slots) {
 			kfree(b);
 			return ERR_PTR(-ENOMEM);

@@ -4,9 +4,10 @@
 # created, by at least its two chunk bitmaps (the measure sees the module's
 # allocations) and by at most the documented 4 MiB per TiB at 64 KiB chunks
 # (dm-cowfile(4), core_bytes) plus 2 MiB for the rest (extent and slot
-# tables, commit batch, bio sets, dm's own device); it stays within that
-# after writes spread over the whole TiB and with a snapshot held and 256
-# chunks copied; and it goes back within 1 MiB (half a bitmap) of where it
+# tables, commit batch, bio sets, dm's own device, the index's bitmap and
+# hash table); it stays within that after writes spread over the whole TiB
+# and with a snapshot held and 256 chunks copied (256 index blocks cached,
+# 1 MiB); and it goes back within 1 MiB (half a bitmap) of where it
 # was once the device is removed. dm-bufio's shared, bounded cache of map
 # blocks is not counted (its pages come from the page allocator).
 . "$(dirname "$0")/../lib.sh"
