@@ -230,8 +230,10 @@ for repeat in $(seq 1 "$REPEATS"); do
 	done
 done
 
-# BENCH_TAIL=no: the configurations only (an A/B run of one module change).
+# BENCH_TAIL=no: the configurations only (an A/B run of one module change);
+# BENCH_TAIL=memory: the memory part only after them.
 [ "${BENCH_TAIL:-yes}" = no ] && exit 0
+if [ "${BENCH_TAIL:-yes}" != memory ]; then
 
 # ---- snapmgr backup: full, then incremental with 10% of the chunks changed ----
 log "backup timings"
@@ -296,6 +298,8 @@ rm -f /mnt/aux/part.*
 kill $AGENT
 echo "{\"config\": \"agent\", \"image_bytes\": $size, \"local_s\": $t_local, \"one_s\": $t_one, \"eight_s\": $t_eight, \"api_calls\": $api_calls}" >> "$out"
 tail -n 1 "$out"
+
+fi
 
 # ---- in-core memory of a 1 TiB origin: dm-zero (writes dropped, reads of
 # zeros), so that 1 GiB of scattered 4 KiB copies costs no origin space. The
