@@ -493,6 +493,25 @@ static void next_batch(struct cow_batch *b)
 	mutex_lock(&v->state_lock);
 }
 
+/* Reads the index blocks the deferred writes look up, at once. */
+static void prefetch_index(struct cowfile_volume *v, struct bio_list *bios)
+{
+	u64 blocks[32];
+	unsigned int n = 0;
+	struct bio *bio;
+
+	bio_list_for_each(bio, bios) {
+		if (!bio_sectors(bio))
+			continue;
+		if (n + 2 > ARRAY_SIZE(blocks))
+			break;
+		/* A write spans two index blocks at most (4 MiB of origin each). */
+		blocks[n++] = bio->bi_iter.bi_sector / COWFILE_BLOCK_SECTORS;
+		blocks[n++] = (bio_end_sector(bio) - 1) / COWFILE_BLOCK_SECTORS;
+	}
+	cow_index_prefetch(v, blocks, n);
+}
+
 /*
  * Commits what the deferred writes need batch by batch, dropping
  * state_lock in between so that status, release and grow wait for one
@@ -513,6 +532,8 @@ void cow_write_worker(struct work_struct *work)
 		return;
 
 	mutex_lock(&v->state_lock);
+	if (holding(v))
+		prefetch_index(v, &bios);
 	bio_list_for_each(bio, &bios) {
 		sector_t sector = bio->bi_iter.bi_sector;
 		sector_t end = bio_end_sector(bio);

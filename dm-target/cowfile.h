@@ -264,6 +264,7 @@ void cow_index_destroy(struct cowfile_volume *v);
 size_t cow_index_bytes(struct cowfile_volume *v);
 u64 cow_index_peek(struct cowfile_volume *v, u64 block);
 int cow_index_get(struct cowfile_volume *v, u64 block, u64 *slot);
+void cow_index_prefetch(struct cowfile_volume *v, const u64 *blocks, unsigned int n);
 int cow_index_claim(struct cowfile_volume *v, u64 block);
 void cow_index_publish(struct cowfile_volume *v, u64 block, u64 slot);
 int cow_index_add(struct cowfile_volume *v, u64 block, u64 slot);

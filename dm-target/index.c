@@ -9,9 +9,9 @@
  * The area is scratch space: the log is the truth, and every load rebuilds
  * the index from it (cow_replay_log()). An index block not changed since
  * the index was last emptied is never read: the live bitmap, a bit per
- * index block, says which ones were, and any other reads as empty. Index
- * blocks are written back only when the cache evicts them, never flushed:
- * a crash loses nothing the log does not hold.
+ * index block, says which ones were, and any other reads as empty. Dirty
+ * index blocks are written back, all at once, when the cache evicts one,
+ * and never flushed: a crash loses nothing the log does not hold.
  *
  * Lookups from map() never block: a block whose index block is not cached
  * answers COWFILE_INDEX_UNKNOWN, and the caller defers the bio to a worker,
@@ -20,6 +20,7 @@
  * cache until the copy is published, so publishing never needs I/O, and
  * the markers of copies in flight stay in core (at most a batch of them).
  */
+#include <linux/bio.h>
 #include <linux/module.h>
 #include <linux/slab.h>
 
@@ -179,12 +180,82 @@ u64 cow_index_peek(struct cowfile_volume *v, u64 block)
 	return slot;
 }
 
-static int block_io(struct cow_index *x, struct index_block *b, blk_opf_t opf)
+/* Index block reads or writes in flight together. */
+struct index_io {
+	atomic_t pending;
+	struct completion done;
+	bool error;
+};
+
+static void index_io_start(struct index_io *io)
 {
+	atomic_set(&io->pending, 1);
+	init_completion(&io->done);
+	io->error = false;
+}
+
+static void index_io_done(struct bio *bio)
+{
+	struct index_io *io = bio->bi_private;
+
+	if (bio->bi_status)
+		WRITE_ONCE(io->error, true);
+	bio_put(bio);
+	if (atomic_dec_and_test(&io->pending))
+		complete(&io->done);
+}
+
+static int index_io_submit(struct cow_index *x, struct index_block *b, blk_opf_t opf,
+			   struct index_io *io)
+{
+	struct bio *bio;
 	sector_t sector;
 	int r = store_index_sector(x->store, b->nr, &sector);
 
-	return r ?: cowfile_block_io(x->store, x->store->bdev, sector, b->slots, opf);
+	if (r)
+		return r;
+	bio = cowfile_bio_alloc(x->store->bdev, 1, opf, GFP_NOIO, &x->store->bios);
+	bio->bi_iter.bi_sector = sector;
+	__bio_add_page(bio, virt_to_page(b->slots), COWFILE_BLOCK_SIZE,
+		       offset_in_page(b->slots));
+	bio->bi_end_io = index_io_done;
+	bio->bi_private = io;
+	atomic_inc(&io->pending);
+	submit_bio(bio);
+	return 0;
+}
+
+static int index_io_wait(struct index_io *io)
+{
+	if (!atomic_dec_and_test(&io->pending))
+		wait_for_completion_io(&io->done);
+	return READ_ONCE(io->error) ? -EIO : 0;
+}
+
+/*
+ * Writes back every dirty block that may be evicted, all at once: an
+ * eviction that needs a write back pays one wait for all of them.
+ */
+static int write_back(struct cow_index *x)
+{
+	struct blk_plug plug;
+	struct index_io io;
+	struct index_block *b;
+	int r = 0;
+
+	index_io_start(&io);
+	blk_start_plug(&plug);
+	list_for_each_entry(b, &x->lru, lru)
+		if (b->dirty && !b->pins && !r)
+			r = index_io_submit(x, b, REQ_OP_WRITE, &io);
+	blk_finish_plug(&plug);
+	r = index_io_wait(&io) ?: r;
+	if (r)
+		return r;
+	list_for_each_entry(b, &x->lru, lru)
+		if (!b->pins)
+			b->dirty = false;
+	return 0;
 }
 
 /*
@@ -207,10 +278,9 @@ static struct index_block *evict_one(struct cow_index *x, int *r)
 			continue;
 		}
 		if (b->dirty) {
-			*r = block_io(x, b, REQ_OP_WRITE);
+			*r = write_back(x);
 			if (*r)
 				return NULL;
-			b->dirty = false;
 		}
 		spin_lock(&x->lock);
 		hlist_del(&b->hash);
@@ -222,21 +292,23 @@ static struct index_block *evict_one(struct cow_index *x, int *r)
 	return NULL;
 }
 
-/* Index block @nr in core, read or evicting another if need be. Under io_lock. */
-static struct index_block *load_block(struct cow_index *x, u64 nr)
+static struct index_block *cached_block(struct cow_index *x, u64 nr)
 {
 	struct index_block *b;
-	int r = 0;
 
-	lockdep_assert_held(&x->io_lock);
 	spin_lock(&x->lock);
 	b = find_block(x, nr);
 	spin_unlock(&x->lock);
-	if (b)
-		return b;
+	return b;
+}
+
+/* A block to fill: evicted, or allocated below the cap. Under io_lock. */
+static struct index_block *spare_block(struct cow_index *x)
+{
+	struct index_block *b = NULL;
+	int r = 0;
 
 	/* Back under the cap, if pinned blocks had it exceeded. */
-	b = NULL;
 	while (x->nr_cached >= x->max_cached) {
 		struct index_block *e = evict_one(x, &r);
 
@@ -261,12 +333,42 @@ static struct index_block *load_block(struct cow_index *x, u64 nr)
 			return ERR_PTR(-ENOMEM);
 		}
 	}
+	return b;
+}
+
+/* Makes @b, filled, the cached index block @nr. Under io_lock. */
+static void insert_block(struct cow_index *x, struct index_block *b, u64 nr)
+{
 	b->nr = nr;
 	b->pins = 0;
 	b->dirty = false;
 	b->referenced = true;
+	list_add_tail(&b->lru, &x->lru);
+	x->nr_cached++;
+	spin_lock(&x->lock);
+	hlist_add_head(&b->hash, bucket(x, nr));
+	spin_unlock(&x->lock);
+}
+
+/* Index block @nr in core, read or evicting another if need be. Under io_lock. */
+static struct index_block *load_block(struct cow_index *x, u64 nr)
+{
+	struct index_block *b;
+	struct index_io io;
+	int r;
+
+	lockdep_assert_held(&x->io_lock);
+	b = cached_block(x, nr);
+	if (b)
+		return b;
+	b = spare_block(x);
+	if (IS_ERR(b))
+		return b;
+	b->nr = nr;
 	if (test_bit(nr, x->live)) {
-		r = block_io(x, b, REQ_OP_READ);
+		index_io_start(&io);
+		r = index_io_submit(x, b, REQ_OP_READ, &io);
+		r = index_io_wait(&io) ?: r;
 		if (r) {
 			free_block(b);
 			return ERR_PTR(r);
@@ -274,12 +376,65 @@ static struct index_block *load_block(struct cow_index *x, u64 nr)
 	} else {
 		memset(b->slots, 0, COWFILE_BLOCK_SIZE);
 	}
-	list_add_tail(&b->lru, &x->lru);
-	x->nr_cached++;
-	spin_lock(&x->lock);
-	hlist_add_head(&b->hash, bucket(x, nr));
-	spin_unlock(&x->lock);
+	insert_block(x, b, nr);
 	return b;
+}
+
+static bool listed(struct list_head *list, u64 nr)
+{
+	struct index_block *b;
+
+	list_for_each_entry(b, list, lru)
+		if (b->nr == nr)
+			return true;
+	return false;
+}
+
+/*
+ * Reads the index blocks of @blocks (origin blocks, in any order) that are
+ * not in core, all at once, so that the write worker's lookups for a batch
+ * wait for one read instead of one each. Best effort: what fails here is
+ * read again, and reported, by the lookup.
+ */
+void cow_index_prefetch(struct cowfile_volume *v, const u64 *blocks, unsigned int n)
+{
+	struct cow_index *x = v->index;
+	struct index_block *b, *tmp;
+	struct blk_plug plug;
+	struct index_io io;
+	LIST_HEAD(reading);
+	unsigned int i, count = 0;
+
+	mutex_lock(&x->io_lock);
+	index_io_start(&io);
+	blk_start_plug(&plug);
+	for (i = 0; i < n && count < x->max_cached / 2; i++) {
+		u64 nr = blocks[i] / COWFILE_INDEX_ENTRIES_PER_BLOCK;
+
+		if (!test_bit(nr, x->live) || cached_block(x, nr) || listed(&reading, nr))
+			continue;
+		b = spare_block(x);
+		if (IS_ERR(b))
+			break;
+		b->nr = nr;
+		if (index_io_submit(x, b, REQ_OP_READ, &io)) {
+			free_block(b);
+			break;
+		}
+		list_add_tail(&b->lru, &reading);
+		count++;
+	}
+	blk_finish_plug(&plug);
+	if (index_io_wait(&io)) {
+		list_for_each_entry_safe(b, tmp, &reading, lru)
+			free_block(b);
+	} else {
+		list_for_each_entry_safe(b, tmp, &reading, lru) {
+			list_del(&b->lru);
+			insert_block(x, b, b->nr);
+		}
+	}
+	mutex_unlock(&x->io_lock);
 }
 
 /* Sets @block's entry; its index block is in core, under io_lock. */

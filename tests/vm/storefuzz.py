@@ -51,6 +51,10 @@ def metadata_blocks(dump, sb_sector):
         blocks.append(("extent_table", i, sector * 512))
     for i in range(dump["map_blocks"]):
         blocks.append(("chunk_map", i, logical[dump["map_start"] + i]))
+    # The index area: scratch space the kernel never reads before writing.
+    index_start = dump["map_start"] + dump["map_blocks"]
+    for i in range(dump["data_start"] - index_start):
+        blocks.append(("index", i, logical[index_start + i]))
     return blocks, logical
 
 
@@ -155,6 +159,11 @@ def main():
                 else:
                     sys.exit(f"FAIL {what}: damaged log trusted (status {' '.join(st)}, "
                              f"{copied} copies before)")
+            elif kind == "index":
+                if st[1] != generation or st[7] != "active" or st[11] != copied:
+                    sys.exit(f"FAIL {what}: a damaged index block changed the load "
+                             f"(status {' '.join(st)}, {copied} copies before)")
+                outcomes[f"{kind}: loaded as it was"] += 1
             elif kind != "chunk_map":
                 sys.exit(f"FAIL {what}: loaded (status {' '.join(st)})")
             elif st[1] == generation or st[7] != "invalid" or st[9] != "metadata_error":

@@ -1,8 +1,13 @@
 # Damaged store metadata is never trusted. A fuzz loop (storefuzz.py)
-# corrupts the superblock, the extent table and the chunk map blocks of a
-# store holding a snapshot and marks, one block at a time: every load is
-# either refused with its reason in the kernel log, or (a chunk map block)
-# loads with a new generation and the snapshot invalid. Then the cases a
+# corrupts the superblock, the extent table, the chunk map blocks, the
+# log's record blocks and the index area of a store holding a snapshot and
+# marks, one block at a time: every load is either refused with its reason
+# in the kernel log, or (a chunk map block) loads with a new generation and
+# the snapshot invalid, or (a record block) keeps every copy from the older
+# block of its pair or leaves the snapshot invalid, or (an index block,
+# scratch space) loads as it was. With the index cache at 4 blocks the
+# index of the copies does not fit in core, and with the whole index area
+# overwritten with random bytes the image still reads as before. Then the cases a
 # fuzzer does not reach: a store device cut short, an origin of another
 # size, and two volumes' store files swapped behind snapmgr's back.
 . "$(dirname "$0")/../lib.sh"
@@ -10,7 +15,7 @@ here=$(dirname "$0")/..
 ITERATIONS=${STORE_FUZZ_ITERATIONS:-120}
 SEED=${STORE_FUZZ_SEED:-$RANDOM}
 
-load_modules
+load_modules index_cache_blocks=4
 ORIGIN=$(new_loop 256M) # 4096 chunks: the chunk map spans several blocks
 size=$(dev_sectors "$ORIGIN")
 store_loop=$(new_loop 64M)
@@ -41,6 +46,13 @@ echo "status: $(dmsetup status vol)"
 dmsetup remove vol
 dmsetup create vol --table "$table"
 expect_eq "$(status_field vol 2) $(status_field vol 8)" "$GEN active" "the undamaged store loads as it was"
+# image_sum: the held snapshot's image, read whole.
+image_sum() {
+	dmsetup create --readonly img --table "0 $size cowfile-snap $ORIGIN"
+	dev_sum /dev/mapper/img
+	dmsetup remove img
+}
+IMAGE=$(image_sum)
 dmsetup remove vol
 
 log "fuzz: $ITERATIONS corruptions, seed $SEED"
@@ -48,6 +60,23 @@ COWFILE_STORE=$COWFILE_STORE python3 "$here/storefuzz.py" "$ITERATIONS" "$SEED" 
 	fail "fuzz failed (seed $SEED; set STORE_FUZZ_SEED to repeat it)"
 dmsetup create vol --table "$table"
 expect_eq "$(status_field vol 2) $(status_field vol 8)" "$GEN active" "the store loads as it was once restored"
+dmsetup remove vol
+
+log "the whole index area overwritten with random bytes"
+"$COWFILE_STORE" dump "$STORE_DEV" "$SB_SECTOR" --json | python3 -c '
+import json, os, sys
+d = json.load(sys.stdin)
+logical = [e["sector"] * 512 + i * 4096 for e in d["extents"] for i in range(e["blocks"])]
+fd = os.open(sys.argv[1], os.O_WRONLY)
+first, end = d["map_start"] + d["map_blocks"], d["data_start"]
+for b in range(first, end):
+    os.pwrite(fd, os.urandom(4096), logical[b])
+os.fsync(fd)
+print(f"index blocks {first}..{end - 1} overwritten")
+' "$STORE_DEV"
+dmsetup create vol --table "$table"
+expect_eq "$(status_field vol 2) $(status_field vol 8)" "$GEN active" "loaded over a random index area"
+expect_eq "$(image_sum)" "$IMAGE" "the image over a random index area"
 dmsetup remove vol
 
 # refused WHAT REASON TABLE: the load fails and the kernel log says REASON.
