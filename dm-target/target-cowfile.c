@@ -343,7 +343,8 @@ static int cowfile_message(struct dm_target *ti, unsigned int argc, char **argv,
 
 /*
  * The first resume takes the store over (load-time checks, the store no
- * longer clean): a table that is loaded and never resumed changes nothing,
+ * longer clean): a table that is loaded and never resumed changes nothing
+ * (but for the index area, scratch space the load may fill: index.c),
  * and with live insertion the old table is quiesced by now.
  */
 static int cowfile_preresume(struct dm_target *ti)

@@ -289,7 +289,7 @@ int volume_release(struct cowfile_volume *v)
 	}
 	/*
 	 * No image exists, and map() no longer reads the index (the snapshot
-	 * is not active): wait for those that still may, then free it.
+	 * is not active): wait for those that still may, then empty it.
 	 */
 	synchronize_rcu();
 	cow_index_clear(v);
@@ -553,7 +553,8 @@ static int check_unrecorded_changes(struct cowfile_volume *v, const char **why)
 /*
  * The first resume of the volume's first table: the old table (if any) is
  * quiesced, so from here on every write goes through us. Only now does the
- * store change: a table that is loaded and never resumed writes nothing.
+ * store change: a table that is loaded and never resumed writes nothing
+ * but the index area (scratch space: index.c).
  */
 int volume_activate(struct cowfile_volume *v)
 {
